@@ -1,0 +1,4 @@
+from .graph import Graph, Node, ValueInfo
+from .verify import toposort, verify
+
+__all__ = ["Graph", "Node", "ValueInfo", "verify", "toposort"]

@@ -49,8 +49,10 @@ class Model:
         return f"<sporeling.Model {os.path.basename(self.source)} inputs=({ins}) nodes={len(self.graph.nodes)}>"
 
 
-def load(path: str | os.PathLike, threads: int | None = None) -> Model:
-    """Loads a model file (.onnx) and prepares it to run."""
+def load(path: str | os.PathLike, threads: int | None = None, optimize: bool = True) -> Model:
+    """Loads a model file (.onnx) and prepares it to run. With optimize (the default) the graph
+    passes run first: Identity/Dropout removal, Conv+BatchNorm folding, bias/residual/activation
+    fusion, dead-code elimination; outputs are the same up to float rounding."""
     path = os.fspath(path)
     lower = path.lower()
     if lower.endswith(".onnx") or not os.path.splitext(lower)[1]:
@@ -61,4 +63,8 @@ def load(path: str | os.PathLike, threads: int | None = None) -> Model:
         if not os.path.exists(path):
             raise ModelLoadError(f"{path}: no such file")
         raise ModelLoadError(f"{path}: unknown model format '{os.path.splitext(path)[1]}' (sporeling reads .onnx)")
+    if optimize:
+        from .passes import optimize as run_passes
+
+        run_passes(graph)
     return Model(graph, path, threads)

@@ -46,7 +46,19 @@ def load_onnx(path: str | os.PathLike) -> Graph:
     return from_model_proto(model, source=path)
 
 
+def _infer_shapes(model):
+    """ONNX's own shape inference fills value_info, which the fusion passes read; a model it cannot
+    handle is used as it is (our runtime infers shapes again at prepare time)."""
+    try:
+        import onnx
+
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return model
+
+
 def from_model_proto(model, source: str = "model") -> Graph:
+    model = _infer_shapes(model)
     opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in model.opset_import}
     opsets.setdefault("", 1)
     try:
@@ -92,7 +104,7 @@ def to_array(tensor) -> np.ndarray:
     from onnx import numpy_helper
 
     arr = numpy_helper.to_array(tensor)
-    return np.ascontiguousarray(arr)
+    return np.asarray(arr, order="C")  # (ascontiguousarray would turn a 0-d scalar into shape (1,))
 
 
 def _attr_value(attr, source: str) -> Any:
@@ -162,8 +174,10 @@ def _convert_graph(g, source: str) -> Graph:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and len(attrs) == 1:
             key, value = next(iter(attrs.items()))
             if key in _CONSTANT_KEYS:
-                graph.initializers[n.output[0]] = np.ascontiguousarray(_CONSTANT_KEYS[key](value))
+                graph.initializers[n.output[0]] = np.asarray(_CONSTANT_KEYS[key](value), order="C")
                 continue
+        if n.op_type == "Split" and "num_outputs" not in attrs and "split" not in attrs and len(n.input) < 2:
+            attrs["num_outputs"] = len(n.output)  # an equal split before opset 18 counts the node's outputs
         graph.nodes.append(
             Node(n.op_type, list(n.input), list(n.output), attrs, n.name or f"{n.op_type}_{k}", n.domain)
         )

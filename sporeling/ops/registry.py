@@ -9,7 +9,8 @@ Capabilities the runtime and the memory planner rely on are declared at registra
 
 - ``infer(ins, **attrs)``: output dtypes and shapes from the inputs' ``Info`` (dtype, shape, and
   ``value`` when the input is a known constant, e.g. a folded shape tensor). Returns a list of
-  ``(dtype, shape)`` or None when the shapes depend on data. Without it the op's outputs are
+  ``(dtype, shape)`` or None when the shapes depend on data. An entry ``(dtype, shape, value)``
+  with a value says the output is known at prepare time (Shape of a known shape): the node folds. Without it the op's outputs are
   allocated by the kernel at run time instead of being placed in the arena.
 - ``out=True``: the kernel accepts ``out=`` (an array, or a tuple for several outputs) and writes
   its results there. Only such kernels get planned buffers.

@@ -108,18 +108,13 @@ class Session:
                 ):
                     want = "[" + ",".join(str(d) if isinstance(d, int) else "?" for d in v.shape) + "]"
                     raise FeedError(f"{self.source}: input '{name}' has shape {list(arr.shape)}, expected {want}")
-            out[name] = np.ascontiguousarray(arr)
+            out[name] = np.asarray(arr, order="C")  # keeps 0-d scalars 0-d
         return out
 
     # ---- run ---------------------------------------------------------------------------------
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         feeds = self.check_feeds(feeds)
-        key = tuple(
-            (k, a.dtype.str, a.shape) if isinstance(a, np.ndarray) else (k, "seq", len(a)) for k, a in feeds.items()
-        )
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = self.prepare(feeds)
+        plan = self.plan_for(feeds)
         env = list(plan.template)
         for name, slot in plan.feed_slots:
             if name in feeds:
@@ -149,6 +144,16 @@ class Session:
             raise KernelError(f"{self.source}: {step.node.label()} failed: {type(e).__name__}: {e}") from e
         fed = {id(a) for a in feeds.values()}
         return {name: _own(env[slot], copy or id(env[slot]) in fed) for name, slot, copy in plan.output_slots}
+
+    def plan_for(self, feeds: dict[str, Any]) -> Plan:
+        """The plan for these (checked) feeds' shapes and dtypes, prepared on first use."""
+        key = tuple(
+            (k, a.dtype.str, a.shape) if isinstance(a, np.ndarray) else (k, "seq", len(a)) for k, a in feeds.items()
+        )
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self.prepare(feeds)
+        return plan
 
     # ---- prepare -----------------------------------------------------------------------------
     def prepare(self, feeds: dict[str, Any]) -> Plan:
@@ -204,6 +209,14 @@ class Session:
                     out_infos = op.infer(ins, **attrs)
                 except Exception:
                     out_infos = None
+            if out_infos is not None and out_infos and all(len(o) == 3 and o[2] is not None for o in out_infos):
+                # infer knew the values too (Shape, Size of a known shape): the node folds away
+                for name, (dt, shp, value) in zip(node.outputs, out_infos):
+                    if name:
+                        consts[name] = value
+                        infos[name] = Info(value.dtype, value.shape, value)
+                folded += 1
+                continue
             fn = bind_kernel(op, ins, attrs)
             if op.context:
                 fn = _with_context(fn, len(node.inputs), outer, g.opsets)
@@ -218,10 +231,10 @@ class Session:
             fresh = []
             if out_infos is not None and op.out:
                 mode = WRITES
-                for name, (dt, shp) in zip(node_outs, out_infos):
+                for name, (dt, shp, *_) in zip(node_outs, out_infos):
                     info = (np.dtype(dt), tuple(int(d) for d in shp))
                     infos[name] = Info(info[0], info[1], None)
-                    if name in graph_outputs:
+                    if name in graph_outputs or info[0] == object:  # strings cannot live in a byte arena
                         fresh.append((slots[name], *info))
                     else:
                         planned[name] = info
@@ -229,7 +242,7 @@ class Session:
                 for k, name in enumerate(node.outputs):
                     if name:
                         if out_infos is not None and k < len(out_infos):
-                            dt, shp = out_infos[k]
+                            dt, shp = out_infos[k][:2]
                             infos[name] = Info(np.dtype(dt), tuple(int(d) for d in shp), None)
                         else:
                             infos[name] = Info(None, None, None)

@@ -19,7 +19,7 @@ def make_model(op_type: str, inputs: dict[str, np.ndarray], n_outputs: int = 1, 
     """One-node model. `inputs` become graph inputs (None values mean an omitted optional input);
     `constants` become initializers, so they are known at prepare time (weights, shape tensors)."""
     constants = constants or {}
-    names = list(inputs)
+    names = [k if v is not None else "" for k, v in inputs.items()]
     node = helper.make_node(op_type, names, [f"y{k}" for k in range(n_outputs)], domain=domain, **(attrs or {}))
     graph_inputs = [
         helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)

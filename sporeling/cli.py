@@ -1,0 +1,215 @@
+"""sporeling's command line: run, bench, info, demo.
+
+Every error a user can cause (a missing or corrupt file, a wrong feed) prints one line naming the
+file or input and exits with status 2; a failure inside a kernel exits with 1. No tracebacks unless
+SPORELING_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+EPILOG = """examples:
+  sporeling info model.onnx
+  sporeling run model.onnx                              random inputs of the declared shapes
+  sporeling run model.onnx --input x=image.npy --output out.npz
+  sporeling bench model.onnx --threads 1 --runs 50 --compare onnxruntime
+  sporeling demo                                        PP-OCRv4 reads a line of text
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="sporeling",
+        description="A lightweight neural-network engine: run ONNX models with NumPy kernels and one static "
+        "memory arena.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def threads_arg(p):
+        p.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="BLAS threads (default: 1, fastest for batch-1 inference on small CPUs)")
+
+    p = sub.add_parser("run", help="run a model once and print or save its outputs",
+                       description="Run MODEL once. Without --input, every input gets random values of its "
+                       "declared shape (symbolic dimensions become 1).")
+    p.add_argument("model", help="an .onnx file")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="feed an input from a .npy file (repeat for several inputs)")
+    p.add_argument("--output", metavar="OUT.npz", help="save all outputs to this .npz (written atomically)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    threads_arg(p)
+
+    p = sub.add_parser("bench", help="measure latency and memory, optionally against onnxruntime",
+                       description="Time MODEL on fixed inputs: median latency over --runs runs after warm-up, "
+                       "peak memory, and the memory plan (arena vs the sum of all tensors vs the lower bound of "
+                       "live bytes). With --compare onnxruntime the two engines run interleaved, same threads.")
+    p.add_argument("model", help="an .onnx file")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="as for run")
+    p.add_argument("--runs", type=int, default=20, metavar="K", help="timed runs (default 20)")
+    p.add_argument("--warmup", type=int, default=3, metavar="W", help="untimed runs first (default 3)")
+    p.add_argument("--compare", choices=["onnxruntime"], help="also time this engine, interleaved")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    threads_arg(p)
+
+    p = sub.add_parser("info", help="inputs, outputs, op counts, parameters and the memory plan",
+                       description="Describe MODEL. The memory plan is shown for the declared input shapes "
+                       "(symbolic dimensions become 1).")
+    p.add_argument("model", help="an .onnx file")
+
+    p = sub.add_parser("demo", help="a real model doing a real task: PP-OCRv4 reads a line of text",
+                       description="Renders a line of text, reads it with the PP-OCRv4 recognizer, and prints "
+                       "the text and the time taken, beside onnxruntime's when it is installed. Fetches the "
+                       "model into the asset cache on first use.")
+    p.add_argument("--text", default="Hello World 2024", help="the text to render and read")
+    threads_arg(p)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"sporeling {__version__}")
+        return 0
+    if not args.command:
+        ap.print_help()
+        return 2
+    from .errors import KernelError, SporelingError
+
+    try:
+        return {"run": cmd_run, "bench": cmd_bench, "info": cmd_info, "demo": cmd_demo}[args.command](args)
+    except KernelError as e:
+        return _fail(e, 1)
+    except (SporelingError, OSError, ValueError) as e:
+        return _fail(e, 2)
+    except KeyboardInterrupt:
+        print("sporeling: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(e: Exception, code: int) -> int:
+    if os.environ.get("SPORELING_DEBUG"):
+        raise e
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    print(f"sporeling: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _load(path: str, threads: int | None = None):
+    from . import load
+
+    return load(path, threads=threads)
+
+
+def _feeds(model, specs: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+    from .tools import load_feed_file, random_feeds
+
+    feeds = random_feeds(model, seed) if not specs else {}
+    for spec in specs:
+        name, arr = load_feed_file(spec)
+        feeds[name] = arr
+    return feeds
+
+
+def _describe(name: str, arr) -> str:
+    if not isinstance(arr, np.ndarray):
+        return f"  {name}: {type(arr).__name__}"
+    line = f"  {name}: {arr.dtype}{list(arr.shape)}"
+    if arr.size and arr.dtype.kind in "fiub":
+        a = arr.astype(np.float64)
+        line += f"  min {a.min():.4g}  max {a.max():.4g}  mean {a.mean():.4g}"
+        line += "  first " + np.array2string(arr.reshape(-1)[:6], precision=4, separator=", ")
+    return line
+
+
+def cmd_run(args) -> int:
+    from .tools import save_npz
+
+    model = _load(args.model, args.threads)
+    feeds = _feeds(model, args.input, args.seed)
+    t0 = time.perf_counter()
+    outputs = model.run(feeds)
+    ms = (time.perf_counter() - t0) * 1e3
+    print(f"{os.path.basename(args.model)}: {len(outputs)} output(s) in {ms:.1f} ms (first run, includes prepare)")
+    for name, arr in outputs.items():
+        print(_describe(name, arr))
+    if args.output:
+        save_npz(args.output, outputs)
+        print(f"saved {args.output}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .tools import concrete_shape, human_bytes, plan_stats, random_feeds
+
+    model = _load(args.model)
+    g = model.graph
+
+    def spec(s):
+        shape = "?" if s.shape is None else "[" + ", ".join(str(d) if d is not None else "?" for d in s.shape) + "]"
+        return f"  {s.name}: {s.dtype.name if s.dtype is not None else '?'} {shape}"
+
+    print(f"{args.model}")
+    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in g.opsets.items())
+    print(f"opsets: {opsets}")
+    print("inputs:")
+    print("\n".join(spec(s) for s in model.inputs))
+    print("outputs:")
+    print("\n".join(spec(s) for s in model.outputs))
+    n_params = g.parameter_count()
+    n_bytes = sum(a.nbytes for a in g.initializers.values())
+    print(f"parameters: {n_params:,} in {len(g.initializers)} tensors ({human_bytes(n_bytes)})")
+    counts = g.op_counts()
+    print(f"nodes: {sum(counts.values())}  ops: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if g.metadata:
+        keys = [k for k in g.metadata if not k.startswith("onnx.")]
+        if keys:
+            print(f"metadata keys: {', '.join(keys)}")
+    try:
+        feeds = random_feeds(model)
+    except Exception as e:  # an input we cannot synthesise: no plan to show
+        print(f"memory plan: not shown ({e})")
+        return 0
+    shapes = ", ".join(f"{k}{list(concrete_shape(s.shape))}" for k, s in zip(feeds, model.inputs))
+    st = plan_stats(model, feeds)
+    print(f"memory plan for {shapes}:")
+    print(f"  arena {human_bytes(st['arena_bytes'])} for {st['planned_tensors']} planned tensors "
+          f"(sum of tensors {human_bytes(st['sum_of_tensors_bytes'])}, "
+          f"lower bound of live bytes {human_bytes(st['live_lower_bound_bytes'])})")
+    print(f"  {st['steps']} steps, {st['folded_nodes']} nodes folded at prepare, "
+          f"{st['steps_with_runtime_allocation']} steps allocate at run time")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_model
+
+    report = bench_model(args.model, feeds_spec=args.input, runs=args.runs, warmup=args.warmup,
+                         threads=args.threads, compare=args.compare)
+    if args.json:
+        from .tools import atomic_write
+
+        atomic_write(args.json, lambda f: f.write(json.dumps(report, indent=2)), mode="w")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(text=args.text, threads=args.threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

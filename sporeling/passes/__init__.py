@@ -1,0 +1,24 @@
+"""Graph passes. Each is a small rule in its own file: `run(graph) -> int` (how many rewrites it
+made). `optimize` applies them in order and verifies the IR after every pass."""
+
+from __future__ import annotations
+
+from ..ir import Graph, verify
+from . import dce, fuse_activation, fuse_conv_bn, remove_identity
+
+PIPELINE = [
+    ("remove_identity", remove_identity.run),
+    ("fuse_conv_bn", fuse_conv_bn.run),
+    ("fuse_activation", fuse_activation.run),
+    ("dce", dce.run),
+]
+
+
+def optimize(graph: Graph, log=None) -> Graph:
+    for name, rule in PIPELINE:
+        before = len(graph.nodes)
+        changed = rule(graph)
+        verify(graph)
+        if log is not None:
+            log.append({"pass": name, "rewrites": changed, "nodes_before": before, "nodes_after": len(graph.nodes)})
+    return graph

@@ -1,0 +1,107 @@
+"""Helpers shared by the CLI, the demo and the benchmarks: example feeds, plan statistics, atomic
+writes, timing."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import FeedError, SporelingError
+
+
+def concrete_shape(shape, default_dim: int = 1) -> tuple[int, ...]:
+    """A declared shape with its symbolic or unknown dimensions set to default_dim."""
+    return tuple(d if isinstance(d, int) and d >= 0 else default_dim for d in (shape or ()))
+
+
+def random_feeds(model, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of the declared shapes and dtypes: standard normal floats, small non-negative ints."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in model.inputs:
+        shape = concrete_shape(spec.shape)
+        dt = spec.dtype or np.dtype(np.float32)
+        if dt.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dt)
+        elif dt.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dt)
+        elif dt.kind == "b":
+            feeds[spec.name] = rng.random(shape) < 0.5
+        else:
+            raise FeedError(f"input '{spec.name}': cannot make a random {dt} input; pass it with --input")
+    return feeds
+
+
+def load_feed_file(spec: str) -> tuple[str, np.ndarray]:
+    """Parses NAME=FILE.npy (a .npy array; no pickled objects)."""
+    if "=" not in spec:
+        raise FeedError(f"--input '{spec}': expected NAME=FILE.npy")
+    name, path = spec.split("=", 1)
+    if not os.path.exists(path):
+        raise FeedError(f"--input {name}: {path}: no such file")
+    try:
+        return name, np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise FeedError(f"--input {name}: {path}: not a readable .npy file ({type(e).__name__})") from e
+
+
+def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Writes through a temporary file in the same folder, fsyncs it, then renames it over path, so
+    a crash leaves either the old file or the new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    if any(getattr(a, "dtype", None) == object for a in arrays.values()):
+        raise SporelingError(f"{path}: outputs of object dtype cannot be saved without pickle")
+    atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def plan_stats(model, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Memory figures of the plan the model uses for these feeds."""
+    plan = model.session.plan_for(model.session.check_feeds(feeds))
+    arena = plan.arena
+    steps = len(plan.steps)
+    dynamic = sum(1 for st in plan.steps if st.mode == 0)
+    return {
+        "steps": steps,
+        "folded_nodes": plan.folded,
+        "planned_tensors": len(arena.buffers),
+        "steps_with_runtime_allocation": dynamic,
+        "arena_bytes": arena.arena_size,
+        "sum_of_tensors_bytes": arena.total_size,
+        "live_lower_bound_bytes": arena.lower_bound,
+    }
+
+
+def median_ms(samples: list[float]) -> float:
+    return float(np.median(samples) * 1e3) if samples else float("nan")
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -22,6 +22,8 @@ Capabilities the runtime and the memory planner rely on are declared at registra
   transposed copy). The planner places it in the arena for that one step and the kernel receives it
   as ``scratch=`` (a flat uint8 array); only for ``out=True`` kernels.
 - ``shape_inputs``: indices of inputs whose values (not just shapes) decide the output shapes.
+- ``pure=False``: the op draws random numbers, so it is never evaluated at prepare time even when
+  its inputs are constant.
 - ``context=True``: control flow; the kernel receives ``ctx=`` to run subgraphs.
 
 Lookup by opset picks the newest registration whose ``since`` is <= the model's opset.
@@ -56,6 +58,7 @@ class OpDef:
     shape_inputs: tuple[int, ...] = ()
     context: bool = False
     scratch: Callable[..., int] | None = None
+    pure: bool = True
 
 
 _REGISTRY: dict[tuple[str, str], list[OpDef]] = {}

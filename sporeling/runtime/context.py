@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import KernelError, SporelingError
 from ..ir import Graph
-from ..ops.registry import lookup
+from ..ops.registry import Info, lookup
 
 _COMPILED: dict[int, tuple[Graph, list]] = {}
 
@@ -57,8 +57,6 @@ class Context:
             args = [env[i] if i else None for i in node.inputs]
             try:
                 if fn is None:
-                    from ..ops.registry import Info
-
                     infos = [None if a is None else Info(getattr(a, "dtype", None), getattr(a, "shape", None), a)
                              for a in args]
                     call = op.make(infos, **node.attrs)
@@ -73,7 +71,7 @@ class Context:
             except Exception as e:
                 raise KernelError(f"subgraph '{graph.name}': {node.label()} failed: {type(e).__name__}: {e}") from e
             if len(node.outputs) == 1:
-                env[node.outputs[0]] = result
+                env[node.outputs[0]] = result[0] if type(result) is tuple else result
             else:
                 for name, r in zip(node.outputs, result):
                     if name:

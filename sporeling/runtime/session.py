@@ -96,8 +96,8 @@ class Session:
         for name, arr in feeds.items():
             v = declared.get(name)
             if not isinstance(arr, np.ndarray):
-                if isinstance(arr, (list, tuple)) and v is not None and v.dtype is None:
-                    out[name] = arr  # sequence-typed input
+                if (arr is None or isinstance(arr, (list, tuple))) and v is not None and v.dtype is None:
+                    out[name] = arr  # a sequence, or an empty optional
                     continue
                 arr = np.asarray(arr)
             if v is not None and v.dtype is not None and arr.dtype != v.dtype:
@@ -133,7 +133,8 @@ class Session:
                 else:
                     result = step.fn(*args)
                     if len(step.outs) == 1:
-                        env[step.outs[0]] = result
+                        # kernels of ops with optional extra outputs may return a tuple for one output
+                        env[step.outs[0]] = result[0] if type(result) is tuple else result
                     else:
                         for o, r in zip(step.outs, result):
                             if o >= 0:
@@ -148,7 +149,7 @@ class Session:
     def plan_for(self, feeds: dict[str, Any]) -> Plan:
         """The plan for these (checked) feeds' shapes and dtypes, prepared on first use."""
         key = tuple(
-            (k, a.dtype.str, a.shape) if isinstance(a, np.ndarray) else (k, "seq", len(a)) for k, a in feeds.items()
+            (k, a.dtype.str, a.shape) if isinstance(a, np.ndarray) else (k, type(a).__name__, 0) for k, a in feeds.items()
         )
         plan = self._plans.get(key)
         if plan is None:
@@ -184,7 +185,8 @@ class Session:
             ins = [infos.get(i) if i else None for i in node.inputs]
             outer = sorted({x for sg in node.subgraphs() for x in sg.outer_names()}) if op.context else []
             foldable = (
-                node.inputs
+                op.pure
+                and node.inputs
                 and all(i is None or i.value is not None for i in ins)
                 and all(x in consts for x in outer)
             )
@@ -195,7 +197,7 @@ class Session:
                     raise
                 except Exception as e:
                     raise KernelError(f"{self.source}: {node.label()} failed: {type(e).__name__}: {e}") from e
-                results = results if isinstance(results, tuple) and len(node.outputs) > 1 else (results,)
+                results = results if isinstance(results, tuple) else (results,)
                 for name, r in zip(node.outputs, results):
                     if name:
                         consts[name] = r
@@ -282,6 +284,9 @@ class Session:
                 if s >= 0:
                     first.setdefault(s, k)
                     last.setdefault(s, k)
+        for v in self.graph.outputs:  # read after the last step, when results are handed out
+            if v.name in slots:
+                last[slots[v.name]] = len(steps)
         # A kernel that returns its result may return a view of an input (Reshape, Squeeze...), so
         # its inputs stay alive as long as its outputs do. Walking backwards carries this along chains.
         for st in reversed(steps):
@@ -354,4 +359,6 @@ def _own(x, constant: bool):
     """Results handed to the user never alias the arena, a feed or the model's constants."""
     if isinstance(x, np.ndarray) and (constant or x.base is not None):
         return x.copy()
+    if isinstance(x, list):
+        return [_own(e, constant) for e in x]
     return x

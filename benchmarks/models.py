@@ -16,7 +16,6 @@ torch modules stay importable for the eager comparison in latency.py.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import tempfile
@@ -38,14 +37,10 @@ BUILD_VERSION = 1  # bump when a module or its weights change, so cached exports
 
 
 def _fetch_assets_module():
-    """scripts/fetch_assets.py, loaded from its file (scripts/ is not a package)."""
-    name = "sporeling_fetch_assets"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(_ROOT, "scripts", "fetch_assets.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    """The asset fetcher, sporeling.assets."""
+    from sporeling import assets
+
+    return assets
 
 
 # ---- torch modules ----

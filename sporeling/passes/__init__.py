@@ -4,11 +4,13 @@ made). `optimize` applies them in order and verifies the IR after every pass."""
 from __future__ import annotations
 
 from ..ir import Graph, verify
-from . import dce, fuse_activation, fuse_conv_bn, remove_identity
+from . import dce, fold_conv_affine, fuse_activation, fuse_conv_bn, fuse_hardswish, remove_identity
 
 PIPELINE = [
     ("remove_identity", remove_identity.run),
     ("fuse_conv_bn", fuse_conv_bn.run),
+    ("fold_conv_affine", fold_conv_affine.run),
+    ("fuse_hardswish", fuse_hardswish.run),
     ("fuse_activation", fuse_activation.run),
     ("dce", dce.run),
 ]

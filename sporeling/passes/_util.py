@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..ir import Graph, Node
+from ..ir import Graph, Node, ValueInfo
 
 
 def single_consumer(graph: Graph, name: str, consumers: dict[str, list[Node]]) -> Node | None:
@@ -27,3 +27,13 @@ def rename_uses(graph: Graph, old: str, new: str) -> None:
     for v in graph.outputs:
         if v.name == old:
             v.name = new
+
+
+def shape_of(graph: Graph, name: str) -> tuple | None:
+    """The static shape recorded for `name` (value_info, graph inputs/outputs, initializers)."""
+    if name in graph.initializers:
+        return tuple(graph.initializers[name].shape)
+    info: ValueInfo | None = graph.value_info.get(name)
+    if info is None:
+        info = next((v for v in graph.inputs + graph.outputs if v.name == name), None)
+    return None if info is None or info.shape is None else tuple(info.shape)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..ops.registry import lookup
-from ._util import const, single_consumer
+from ._util import const, shape_of, single_consumer
 
 DOMAIN = "ai.sporeling"
 
@@ -46,7 +46,6 @@ def _activation(graph: Graph, n: Node) -> tuple[str, list[float]] | None:
 def run(graph: Graph) -> int:
     if lookup("FusedConv", 1, DOMAIN) is None:
         return 0
-    graph.opsets.setdefault(DOMAIN, 1)
     fused = 0
     for conv in list(graph.nodes):
         if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or conv not in graph.nodes:
@@ -74,14 +73,13 @@ def run(graph: Graph) -> int:
                                            else set())
         graph.nodes[idx] = node
         graph.nodes[:] = [n for n in graph.nodes if n is node or id(n) not in absorbed]
+        graph.opsets.setdefault(DOMAIN, 1)
         fused += 1
     return fused
 
 
 def _same_shape(graph: Graph, a: str, b: str) -> bool:
     """The residual must have the conv output's shape (the fused kernel does not broadcast), as the
-    value_info from shape inference at import says; without that information, no fusion."""
-    va, vb = graph.value_info.get(a), graph.value_info.get(b)
-    if va is None or vb is None or va.shape is None or vb.shape is None:
-        return False
-    return tuple(va.shape) == tuple(vb.shape) and None not in va.shape
+    shapes recorded at import say; without that information, no fusion."""
+    sa, sb = shape_of(graph, a), shape_of(graph, b)
+    return sa is not None and sa == sb and None not in sa

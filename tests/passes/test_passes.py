@@ -126,7 +126,74 @@ def test_optimize_pipeline_logs_each_pass_and_keeps_outputs():
     before = copy.deepcopy(g)
     log = []
     optimize(g, log)
-    assert [e["pass"] for e in log] == ["remove_identity", "fuse_conv_bn", "fuse_activation", "dce"]
+    assert [e["pass"] for e in log] == ["remove_identity", "fuse_conv_bn", "fold_conv_affine", "fuse_hardswish",
+                                       "fuse_activation", "dce"]
     assert log[0]["nodes_before"] == 4 and log[-1]["nodes_after"] == len(g.nodes) < 4
     x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(ours(g, {"x": x})[0], ours(before, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_fold_conv_affine_folds_mul_and_add_by_channel_constants():
+    from sporeling.passes import fold_conv_affine
+
+    c = 3
+    inits = {"w": rng.standard_normal((c, 2, 3, 3)).astype(np.float32),
+             "s": rng.uniform(0.5, 2, (1, c, 1, 1)).astype(np.float32),
+             "t": np.array([0.25], np.float32), "d": np.array(2.0, np.float32)}
+    p = proto([h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Mul", ["s", "c"], ["m"]),
+               h.make_node("Add", ["m", "t"], ["a"]), h.make_node("Div", ["a", "d"], ["y"])],
+              [h.make_tensor_value_info("x", T.FLOAT, [1, 2, 6, 6])],
+              [h.make_tensor_value_info("y", T.FLOAT, [1, c, 4, 4])], inits)
+    g = from_model_proto(p)
+    assert fold_conv_affine.run(g) == 3
+    verify(g)
+    assert [n.op_type for n in g.nodes] == ["Conv"] and g.nodes[0].outputs == ["y"]
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(ours(g, {"x": x})[0], ort_run(p, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_fold_conv_affine_refuses_non_channel_constants_and_divided_conv():
+    from sporeling.passes import fold_conv_affine
+
+    inits = {"w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
+             "row": rng.standard_normal((1, 1, 1, 4)).astype(np.float32), "k": np.array(2.0, np.float32)}
+    p = proto([h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Mul", ["c", "row"], ["m"]),
+               h.make_node("Conv", ["x", "w"], ["c2"]), h.make_node("Div", ["k", "c2"], ["q"])],
+              [h.make_tensor_value_info("x", T.FLOAT, [1, 2, 6, 6])],
+              [h.make_tensor_value_info("m", T.FLOAT, None), h.make_tensor_value_info("q", T.FLOAT, None)], inits)
+    assert fold_conv_affine.run(from_model_proto(p)) == 0  # a per-column Mul; k / conv is not affine in conv
+
+
+@pytest.mark.parametrize("variant", ["mul_then_div", "div_then_mul", "mul_by_sixth"])
+def test_fuse_hardswish_recognises_the_arithmetic_form(variant):
+    from sporeling.passes import fuse_hardswish
+
+    inits = {"three": np.array([3.0], np.float32), "zero": np.array(0.0, np.float32),
+             "six": np.array(6.0, np.float32), "sixth": np.array(1 / 6, np.float32)}
+    nodes = [h.make_node("Relu", ["x"], ["r"]), h.make_node("Add", ["r", "three"], ["a"]),
+             h.make_node("Clip", ["a", "zero", "six"], ["c"])]
+    if variant == "mul_then_div":
+        nodes += [h.make_node("Mul", ["r", "c"], ["m"]), h.make_node("Div", ["m", "six"], ["y"])]
+    elif variant == "div_then_mul":
+        nodes += [h.make_node("Div", ["c", "six"], ["d"]), h.make_node("Mul", ["d", "r"], ["y"])]
+    else:
+        nodes += [h.make_node("Mul", ["c", "r"], ["m"]), h.make_node("Mul", ["m", "sixth"], ["y"])]
+    p = proto(nodes, [h.make_tensor_value_info("x", T.FLOAT, [2, 8])], [h.make_tensor_value_info("y", T.FLOAT, [2, 8])],
+              inits)
+    g = from_model_proto(p)
+    assert fuse_hardswish.run(g) == 1
+    verify(g)
+    assert [n.op_type for n in g.nodes] == ["Relu", "HardSwish"]
+    x = (rng.standard_normal((2, 8)) * 4).astype(np.float32)
+    np.testing.assert_allclose(ours(g, {"x": x})[0], ort_run(p, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_hardswish_leaves_other_clips_alone():
+    from sporeling.passes import fuse_hardswish
+
+    inits = {"three": np.array([3.0], np.float32), "zero": np.array(0.0, np.float32),
+             "five": np.array(5.0, np.float32), "six": np.array(6.0, np.float32)}
+    nodes = [h.make_node("Add", ["x", "three"], ["a"]), h.make_node("Clip", ["a", "zero", "five"], ["c"]),
+             h.make_node("Mul", ["x", "c"], ["m"]), h.make_node("Div", ["m", "six"], ["y"])]
+    p = proto(nodes, [h.make_tensor_value_info("x", T.FLOAT, [4])], [h.make_tensor_value_info("y", T.FLOAT, [4])], inits)
+    assert fuse_hardswish.run(from_model_proto(p)) == 0

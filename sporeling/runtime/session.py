@@ -121,6 +121,12 @@ class Session:
         for name, slot in plan.feed_slots:
             if name in feeds:
                 env[slot] = feeds[name]
+        with np.errstate(all="ignore"):  # IEEE results (inf, nan) as other engines give, without warnings
+            self._execute(plan, env, times)
+        fed = {id(a) for a in feeds.values()}
+        return {name: _own(env[slot], copy or id(env[slot]) in fed) for name, slot, copy in plan.output_slots}
+
+    def _execute(self, plan: Plan, env: list, times: dict | None) -> None:
         step = None
         try:
             for step in plan.steps:
@@ -150,8 +156,6 @@ class Session:
             raise
         except Exception as e:  # a kernel failed: name the node, keep the cause chained
             raise KernelError(f"{self.source}: {step.node.label()} failed: {type(e).__name__}: {e}") from e
-        fed = {id(a) for a in feeds.values()}
-        return {name: _own(env[slot], copy or id(env[slot]) in fed) for name, slot, copy in plan.output_slots}
 
     def plan_for(self, feeds: dict[str, Any]) -> Plan:
         """The plan for these (checked) feeds' shapes and dtypes, prepared on first use."""

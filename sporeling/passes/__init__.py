@@ -4,7 +4,16 @@ made). `optimize` applies them in order and verifies the IR after every pass."""
 from __future__ import annotations
 
 from ..ir import Graph, verify
-from . import dce, fold_conv_affine, fuse_activation, fuse_conv_bn, fuse_hardswish, remove_identity
+from . import (
+    dce,
+    fold_conv_affine,
+    fuse_activation,
+    fuse_conv_bn,
+    fuse_gelu,
+    fuse_hardswish,
+    fuse_matmul_bias,
+    remove_identity,
+)
 
 PIPELINE = [
     ("remove_identity", remove_identity.run),
@@ -12,6 +21,8 @@ PIPELINE = [
     ("fold_conv_affine", fold_conv_affine.run),
     ("fuse_hardswish", fuse_hardswish.run),
     ("fuse_activation", fuse_activation.run),
+    ("fuse_gelu", fuse_gelu.run),
+    ("fuse_matmul_bias", fuse_matmul_bias.run),
     ("dce", dce.run),
 ]
 

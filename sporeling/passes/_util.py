@@ -37,3 +37,11 @@ def shape_of(graph: Graph, name: str) -> tuple | None:
     if info is None:
         info = next((v for v in graph.inputs + graph.outputs if v.name == name), None)
     return None if info is None or info.shape is None else tuple(info.shape)
+
+
+def scalar(graph: Graph, name: str) -> float | None:
+    """The value of a one-element constant, or None."""
+    v = const(graph, name)
+    if v is None or v.size != 1:
+        return None
+    return float(v.reshape(-1)[0])

@@ -4,34 +4,25 @@ then fold into the conv before it."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..ir import Graph, Node
-from ._util import const, single_consumer
-
-
-def _scalar(graph: Graph, name: str) -> float | None:
-    v = const(graph, name)
-    if v is None or v.size != 1:
-        return None
-    return float(np.asarray(v).reshape(-1)[0])
+from ._util import scalar, single_consumer
 
 
 def _clip_bounds(graph: Graph, clip: Node) -> tuple[float | None, float | None]:
     if "min" in clip.attrs or "max" in clip.attrs:
         return clip.attrs.get("min"), clip.attrs.get("max")
-    lo = _scalar(graph, clip.inputs[1]) if len(clip.inputs) > 1 and clip.inputs[1] else None
-    hi = _scalar(graph, clip.inputs[2]) if len(clip.inputs) > 2 and clip.inputs[2] else None
+    lo = scalar(graph, clip.inputs[1]) if len(clip.inputs) > 1 and clip.inputs[1] else None
+    hi = scalar(graph, clip.inputs[2]) if len(clip.inputs) > 2 and clip.inputs[2] else None
     return lo, hi
 
 
 def _is_sixth(graph: Graph, n: Node, operand: str) -> bool:
     """n divides `operand` by 6 or multiplies it by 1/6."""
     if n.op_type == "Div" and n.inputs[0] == operand:
-        return _scalar(graph, n.inputs[1]) == 6.0
+        return scalar(graph, n.inputs[1]) == 6.0
     if n.op_type == "Mul" and operand in n.inputs:
         other = n.inputs[1] if n.inputs[0] == operand else n.inputs[0]
-        s = _scalar(graph, other)
+        s = scalar(graph, other)
         return s is not None and abs(s - 1 / 6) < 1e-6
     return False
 
@@ -42,9 +33,9 @@ def run(graph: Graph) -> int:
     for add in list(graph.nodes):
         if add.op_type != "Add" or add.domain or len(add.inputs) != 2 or add not in graph.nodes:
             continue
-        x = next((i for i in add.inputs if _scalar(graph, i) is None), None)
+        x = next((i for i in add.inputs if scalar(graph, i) is None), None)
         three = add.inputs[1] if add.inputs[0] == x else add.inputs[0]
-        if x is None or _scalar(graph, three) != 3.0:
+        if x is None or scalar(graph, three) != 3.0:
             continue
         clip = single_consumer(graph, add.outputs[0], consumers)
         if clip is None or clip.op_type != "Clip" or _clip_bounds(graph, clip) != (0.0, 6.0):

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from .conv_depthwise import Depthwise2D, DepthwiseCols, depthwise_applicable
-from .conv_geometry import carve, conv_window, workspace_bytes
 from .conv_gemm import ConvShape, Im2colGemm, Pointwise, WideIm2col
+from .conv_geometry import carve, conv_window, workspace_bytes
 from .conv_winograd import Winograd, winograd_tile
 from .registry import Info, register_op
 

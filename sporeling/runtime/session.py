@@ -72,7 +72,7 @@ def bind_kernel(op: OpDef, ins: list[Info | None], attrs: dict[str, Any]) -> Cal
 
 
 class Session:
-    def __init__(self, graph: Graph, source: str = "model"):
+    def __init__(self, graph: Graph, source: str = "model", strict: bool = True):
         verify(graph)
         missing = unsupported_ops(graph)
         if missing:
@@ -83,9 +83,12 @@ class Session:
         self._plans: dict[tuple, Plan] = {}
         self.inputs = [v for v in graph.inputs if v.name not in graph.initializers]
         self._overridable = {v.name for v in graph.inputs if v.name in graph.initializers}
+        self.strict = strict  # check feed names, dtypes and shapes against the declared inputs
 
     # ---- feeds -------------------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        if not self.strict:  # a subgraph body, fed by its control-flow kernel
+            return {k: v if v is None or isinstance(v, (list, np.ndarray)) else np.asarray(v) for k, v in feeds.items()}
         declared = {v.name: v for v in self.inputs}
         unknown = [k for k in feeds if k not in declared and k not in self._overridable]
         if unknown:

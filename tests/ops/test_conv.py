@@ -8,13 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.ops.oracle import check_op, make_model, run_ort, run_sporeling
-
 from sporeling.ops import Info, lookup
-from sporeling.ops.conv import ConvPlan, Activation
+from sporeling.ops.conv import Activation, ConvPlan
 from sporeling.ops.conv_depthwise import Depthwise2D, DepthwiseCols
 from sporeling.ops.conv_gemm import Im2colGemm, Pointwise, WideIm2col
 from sporeling.ops.conv_winograd import Winograd, toom_cook
+from tests.ops.oracle import check_op, make_model, run_ort, run_sporeling
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.ops.oracle import check_op, make_model, run_sporeling
-
 from sporeling.ops import Info, lookup
+from tests.ops.oracle import check_op, make_model, run_sporeling
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

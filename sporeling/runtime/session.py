@@ -233,7 +233,14 @@ class Session:
                         infos[name] = Info(value.dtype, value.shape, value)
                 folded += 1
                 continue
-            fn = bind_kernel(op, ins, attrs)
+            try:
+                fn = bind_kernel(op, ins, attrs)
+                nbytes = int(op.scratch(ins, **attrs)) if op.scratch is not None and op.out else 0
+            except SporelingError:
+                raise
+            except Exception as e:  # make() or scratch() rejected the node's inputs
+                raise KernelError(f"{self.source}: {node.label()} cannot run on its inputs: "
+                                  f"{type(e).__name__}: {e}") from e
             if op.context:
                 fn = _with_context(fn, len(node.inputs), outer, g.opsets)
             in_slots = tuple(slot(i) if i else -1 for i in node.inputs) + tuple(slot(x) for x in outer)
@@ -263,13 +270,10 @@ class Session:
                         else:
                             infos[name] = Info(None, None, None)
             scratch_slot = -1
-            if mode == WRITES and op.scratch is not None:
-                nbytes = int(op.scratch(ins, **attrs))
-                if nbytes > 0:
-                    scratch_name = f"\0scratch:{len(steps)}"
-                    scratch_slot = slot(scratch_name)
-                    planned[scratch_name] = (np.dtype(np.uint8), (nbytes,))
-                    fn = functools.partial(fn, scratch=scratch_slot)  # replaced by the view below
+            if mode == WRITES and nbytes > 0:  # workspace: an arena buffer live for this step only
+                scratch_name = f"\0scratch:{len(steps)}"
+                scratch_slot = slot(scratch_name)
+                planned[scratch_name] = (np.dtype(np.uint8), (nbytes,))
             steps.append(Step(fn, in_slots, out_slots, mode, tuple(fresh), node, scratch_slot))
         for v in g.outputs:
             slot(v.name)
@@ -280,7 +284,7 @@ class Session:
         arena = self._place(steps, slots, planned, template)
         for st in steps:
             if st.scratch >= 0:
-                st.fn = functools.partial(st.fn.func, *st.fn.args, **{**st.fn.keywords, "scratch": template[st.scratch]})
+                st.fn = functools.partial(st.fn, scratch=template[st.scratch])
         feed_slots = [(name, slots[name]) for name in feeds if name in slots]
         output_slots = [(v.name, slots[v.name], template[slots[v.name]] is not None) for v in g.outputs]
         shapes = {name: i.shape for name, i in infos.items() if i.shape is not None}

@@ -34,3 +34,4 @@ def fused_matmul(a, b, bias=None, *, out=None):
     if bias is not None:
         np.add(out, bias, out=out)
     return out
+

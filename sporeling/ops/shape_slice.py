@@ -11,6 +11,8 @@ the planned buffer and copies the input into its interior, the other modes go th
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .infer import const_ints, norm_axis
@@ -59,7 +61,23 @@ def _slice_infer(ins, starts=None, ends=None, axes=None, **_):
     return [(x.dtype, tuple(len(range(*p)) for p in plan))]
 
 
-@register_op("Slice", since=1, infer=plannable(_slice_infer), out=True, shape_inputs=(1, 2, 3, 4))
+def _make_slice(ins, starts=None, ends=None, axes=None):
+    """With a known input shape and constant bounds, the index tuple is computed once per plan."""
+    x = ins[0]
+    got = [resolve_ints(ins[k] if len(ins) > k else None, attr)
+           for k, attr in ((1, starts), (2, ends), (3, axes), (4, None))]
+    if x is None or x.shape is None or any(g is UNKNOWN for g in got) or got[0] is None:
+        return functools.partial(slice_, starts=starts, ends=ends, axes=axes)
+    index = tuple(_as_slice(*p) for p in slice_plan(x.shape, *got))
+
+    def slice_bound(data, *_bounds, out=None):
+        view = data[index]
+        return view if out is None else write(out, view)
+
+    return slice_bound
+
+
+@register_op("Slice", since=1, infer=plannable(_slice_infer), out=True, shape_inputs=(1, 2, 3, 4), make=_make_slice)
 def slice_(data, starts_input=None, ends_input=None, axes_input=None, steps_input=None, *,
            starts=None, ends=None, axes=None, out=None):
     """starts/ends/axes are attributes in opset 1 and inputs (with steps) from opset 10."""

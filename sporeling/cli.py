@@ -177,8 +177,9 @@ def cmd_info(args) -> int:
     print("outputs:")
     print("\n".join(spec(s) for s in model.outputs))
     n_params = g.parameter_count()
-    n_bytes = sum(a.nbytes for a in g.initializers.values())
-    print(f"parameters: {n_params:,} in {len(g.initializers)} tensors ({human_bytes(n_bytes)})")
+    tensors = g.all_initializers()
+    n_bytes = sum(a.nbytes for a in tensors)
+    print(f"parameters: {n_params:,} in {len(tensors)} tensors ({human_bytes(n_bytes)})")
     counts = g.op_counts()
     print(f"nodes: {sum(counts.values())}  ops: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if g.metadata:

@@ -82,3 +82,23 @@ def test_unknown_extension(tmp_path):
     p.write_bytes(b"")
     with pytest.raises(ModelLoadError, match="unknown model format"):
         sporeling.load(p)
+
+
+def test_parameters_inside_subgraphs_are_counted():
+    w = onnx.numpy_helper.from_array(np.ones((3, 4), np.float32), "w_then")
+    then_g = h.make_graph([h.make_node("Identity", ["w_then"], ["t"])], "then", [],
+                          [h.make_tensor_value_info("t", T.FLOAT, [3, 4])], [w])
+    else_g = h.make_graph([h.make_node("Identity", ["x"], ["e"])], "else", [],
+                          [h.make_tensor_value_info("e", T.FLOAT, [3, 4])])
+    g = h.make_graph([h.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)], "g",
+                     [h.make_tensor_value_info("cond", T.BOOL, []), h.make_tensor_value_info("x", T.FLOAT, [3, 4])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [3, 4])],
+                     [onnx.numpy_helper.from_array(np.zeros(5, np.float32), "unused")])
+    from sporeling.frontends.onnx import from_model_proto
+
+    graph = from_model_proto(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
+    assert graph.parameter_count() == 12 + 5
+    m = sporeling.Model(graph, "if.onnx")
+    x = np.full((3, 4), 2.0, np.float32)
+    assert m.run({"cond": np.array(True), "x": x})["y"].tolist() == np.ones((3, 4)).tolist()
+    assert m.run({"cond": np.array(False), "x": x})["y"].tolist() == x.tolist()

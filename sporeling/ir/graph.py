@@ -109,8 +109,16 @@ class Graph:
                     counts[k] = counts.get(k, 0) + c
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
+    def all_initializers(self) -> list[np.ndarray]:
+        """The initializers of this graph and of every subgraph inside it."""
+        found = list(self.initializers.values())
+        for n in self.nodes:
+            for g in n.subgraphs():
+                found += g.all_initializers()
+        return found
+
     def parameter_count(self) -> int:
-        return int(sum(a.size for a in self.initializers.values()))
+        return int(sum(a.size for a in self.all_initializers()))
 
     def __str__(self) -> str:
         lines = [f"graph {self.name} (opsets {self.opsets})"]

@@ -27,11 +27,18 @@ PIPELINE = [
 ]
 
 
-def optimize(graph: Graph, log=None) -> Graph:
+def optimize(graph: Graph, log=None, _scope: frozenset[str] = frozenset()) -> Graph:
+    """Runs the pipeline on every subgraph (If/Loop/Scan bodies), then on the graph itself. A body is
+    verified with the names of its enclosing scope visible."""
+    for node in graph.nodes:
+        for body in node.subgraphs():
+            optimize(body, None, frozenset(body.outer_names()))
+            for domain, version in body.opsets.items():
+                graph.opsets.setdefault(domain, version)
     for name, rule in PIPELINE:
         before = len(graph.nodes)
         changed = rule(graph)
-        verify(graph)
+        verify(graph, _scope)
         if log is not None:
             log.append({"pass": name, "rewrites": changed, "nodes_before": before, "nodes_after": len(graph.nodes)})
     return graph

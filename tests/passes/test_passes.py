@@ -251,3 +251,19 @@ def test_fuse_matmul_bias():
     x = rng.standard_normal((2, 3, 8)).astype(np.float32)
     for a, b in zip(ours(g, {"x": x}), ort_run(p, {"x": x})):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_optimize_reaches_into_subgraph_bodies():
+    then_g = h.make_graph([h.make_node("Identity", ["x"], ["i"]), h.make_node("Relu", ["i"], ["t"])], "then", [],
+                          [h.make_tensor_value_info("t", T.FLOAT, [3])])
+    else_g = h.make_graph([h.make_node("Neg", ["x"], ["e"])], "else", [], [h.make_tensor_value_info("e", T.FLOAT, [3])])
+    p = proto([h.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)],
+              [h.make_tensor_value_info("c", T.BOOL, []), h.make_tensor_value_info("x", T.FLOAT, [3])],
+              [h.make_tensor_value_info("y", T.FLOAT, [3])])
+    g = from_model_proto(p)
+    optimize(g)
+    body = g.nodes[0].attrs["then_branch"]
+    assert [n.op_type for n in body.nodes] == ["Relu"] and body.nodes[0].inputs == ["x"]
+    x = np.array([-1, 0, 2], np.float32)
+    for c in (True, False):
+        np.testing.assert_array_equal(ours(g, {"c": np.array(c), "x": x})[0], ort_run(p, {"c": np.array(c), "x": x})[0])

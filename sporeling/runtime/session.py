@@ -27,6 +27,9 @@ from ..memory.planner import ArenaPlan, Buffer, plan_arena
 from ..ops.registry import Info, OpDef, lookup
 from .context import Context
 
+# Plans kept per session; each holds its own arena, so a model fed many shapes stays bounded.
+MAX_PLANS = 8
+
 # How a step delivers its outputs.
 RETURNS, WRITES = 0, 1
 
@@ -84,6 +87,7 @@ class Session:
         self.inputs = [v for v in graph.inputs if v.name not in graph.initializers]
         self._overridable = {v.name for v in graph.inputs if v.name in graph.initializers}
         self.strict = strict  # check feed names, dtypes and shapes against the declared inputs
+        self.max_plans = MAX_PLANS
 
     # ---- feeds -------------------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -165,9 +169,12 @@ class Session:
         key = tuple(
             (k, a.dtype.str, a.shape) if isinstance(a, np.ndarray) else (k, type(a).__name__, 0) for k, a in feeds.items()
         )
-        plan = self._plans.get(key)
+        plan = self._plans.pop(key, None)
         if plan is None:
-            plan = self._plans[key] = self.prepare(feeds)
+            plan = self.prepare(feeds)
+            while len(self._plans) >= self.max_plans:  # least recently used goes, with its arena
+                del self._plans[next(iter(self._plans))]
+        self._plans[key] = plan  # (re)inserted last: dict order is recency order
         return plan
 
     # ---- prepare -----------------------------------------------------------------------------

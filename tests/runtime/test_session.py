@@ -144,3 +144,16 @@ def test_output_that_is_a_view_of_a_planned_buffer_survives_later_steps():
     out = m.run({"x": x})
     np.testing.assert_array_equal(out["y"], 2 * x)
     np.testing.assert_array_equal(out["z"], 2 * x * x)
+
+
+def test_plan_cache_is_bounded_least_recently_used_first():
+    m, w, b = mlp()
+    m.session.max_plans = 2
+    xs = {n: np.full((n, 4), n, np.float32) for n in (1, 2, 3)}
+    m.run({"x": xs[1]})
+    m.run({"x": xs[2]})
+    m.run({"x": xs[1]})  # 1 is now the most recent
+    m.run({"x": xs[3]})  # evicts 2
+    keys = [k[0][2] for k in m.session._plans]
+    assert keys == [(1, 4), (3, 4)]
+    np.testing.assert_allclose(m.run({"x": xs[2]})["y"], reference(xs[2], w, b), rtol=1e-5)

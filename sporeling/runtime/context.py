@@ -9,18 +9,21 @@ specialised once per plan.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
 
 from ..ir import Graph, ValueInfo
 
-_SESSIONS: dict[int, tuple[Graph, Any]] = {}
+# Body graph id -> (weak reference to the body, its Session). An entry goes when its body is
+# collected, so dropping a model frees its bodies' sessions and arenas too.
+_SESSIONS: dict[int, tuple[weakref.ref, Any]] = {}
 
 
 def _session_for(graph: Graph, opsets: dict[str, int]):
     hit = _SESSIONS.get(id(graph))
-    if hit is not None and hit[0] is graph:
+    if hit is not None and hit[0]() is graph:
         return hit[1]
     from .session import Session
 
@@ -37,7 +40,8 @@ def _session_for(graph: Graph, opsets: dict[str, int]):
     )
     session = Session(body, f"subgraph '{graph.name}'", strict=False)
     session.outer_names = outer
-    _SESSIONS[id(graph)] = (graph, session)
+    _SESSIONS[id(graph)] = (weakref.ref(graph), session)
+    weakref.finalize(graph, _SESSIONS.pop, id(graph), None)
     return session
 
 

@@ -157,3 +157,24 @@ def test_plan_cache_is_bounded_least_recently_used_first():
     keys = [k[0][2] for k in m.session._plans]
     assert keys == [(1, 4), (3, 4)]
     np.testing.assert_allclose(m.run({"x": xs[2]})["y"], reference(xs[2], w, b), rtol=1e-5)
+
+
+def test_subgraph_sessions_are_freed_with_their_model():
+    import gc
+
+    from sporeling.runtime import context
+
+    then_g = h.make_graph([h.make_node("Relu", ["x"], ["t"])], "then", [], [h.make_tensor_value_info("t", T.FLOAT, [3])])
+    else_g = h.make_graph([h.make_node("Neg", ["x"], ["e"])], "else", [], [h.make_tensor_value_info("e", T.FLOAT, [3])])
+    m = model_of([h.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)],
+                 [h.make_tensor_value_info("c", T.BOOL, []), h.make_tensor_value_info("x", T.FLOAT, [3])],
+                 [h.make_tensor_value_info("y", T.FLOAT, [3])])
+    gc.collect()
+    before = len(context._SESSIONS)
+    x = np.array([-1, 0, 2], np.float32)
+    assert m.run({"c": np.array(True), "x": x})["y"].tolist() == [0, 0, 2]
+    assert m.run({"c": np.array(False), "x": x})["y"].tolist() == [1, 0, -2]
+    assert len(context._SESSIONS) == before + 2
+    del m
+    gc.collect()
+    assert len(context._SESSIONS) == before

@@ -24,8 +24,10 @@ from .conv_winograd import Winograd, winograd_tile
 from .registry import Info, register_op
 
 # above this many output positions per channel the unrolled taps stop fitting in cache and the
-# shifted multiply-adds win over the BLAS vector-matrix form (measured in benchmarks/conv_ops.py)
-DEPTHWISE_COLS_MAX_P = 1024
+# shifted multiply-adds win over the BLAS vector-matrix form. Measured (1 thread, ms, 2D vs cols):
+# 192x40x40 5x5 8.5 vs 5.0, 240x24x80 5x5 11.4 vs 7.8, 128x12x160 3x3 2.1-3.1 vs 1.0 (P 1600-1920,
+# PP-OCRv4); 96x50x50 5x5 2.3 vs 2.9, 144x56x56 3x3 1.4 vs 2.2, 32x112x112 1.3 vs 2.3 (P >= 2500).
+DEPTHWISE_COLS_MAX_P = 2048
 # the wide im2col is used while its row pitch is at most this many times the output width
 WIDE_MAX_WASTE = 1.15
 

@@ -6,7 +6,7 @@ from .registry import Info, OpDef, lookup, register_op, registered_ops
 
 _FAMILIES = [
     "elementwise", "activation", "shape", "reduce", "matmul", "conv", "pool", "norm", "resize", "rnn",
-    "quant", "control", "sequence", "misc", "fused", "fused_attention",
+    "quant", "control", "sequence", "misc", "fused",
 ]
 for _name in _FAMILIES:
     try:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import FeedError, KernelError, SporelingError, UnsupportedOpError
 from ..ir import Graph, Node, verify
-from ..memory.planner import ArenaPlan, Buffer, plan_arena
+from ..memory.planner import ALIGN, ArenaPlan, Buffer, plan_arena
 from ..ops.registry import Info, OpDef, lookup
 from .context import Context
 
@@ -54,6 +54,7 @@ class Plan:
     arena: ArenaPlan
     shapes: dict[str, tuple] = field(default_factory=dict)
     folded: int = 0
+    slots: dict[str, int] = field(default_factory=dict)  # value name -> index into template / env
 
 
 def unsupported_ops(graph: Graph, opsets: dict[str, int] | None = None) -> list[str]:
@@ -295,7 +296,7 @@ class Session:
         feed_slots = [(name, slots[name]) for name in feeds if name in slots]
         output_slots = [(v.name, slots[v.name], template[slots[v.name]] is not None) for v in g.outputs]
         shapes = {name: i.shape for name, i in infos.items() if i.shape is not None}
-        return Plan(steps, template, feed_slots, output_slots, arena, shapes, folded)
+        return Plan(steps, template, feed_slots, output_slots, arena, shapes, folded, slots)
 
     def _place(self, steps, slots, planned, template) -> ArenaPlan:
         """Lifetimes of planned values, in-place merging, then greedy placement into one arena."""
@@ -350,7 +351,7 @@ class Session:
             buffers.append(Buffer(nbytes, min(first[s] for s in group), max(last[s] for s in group)))
             members.append(group)
         arena_plan = plan_arena(buffers)
-        self._arena = arena = np.empty(max(arena_plan.arena_size, 1), np.uint8)
+        arena = _aligned_bytes(arena_plan.arena_size)
         for b, group in zip(buffers, members):
             for s in group:
                 dt, shp = planned[names[s]]
@@ -363,6 +364,14 @@ class Session:
         if op.context:
             return fn(*args, ctx=Context({x: env[x] for x in outer}, self.graph.opsets))
         return fn(*args)
+
+
+def _aligned_bytes(nbytes: int) -> np.ndarray:
+    """A byte buffer starting on an ALIGN boundary (NumPy only promises 16 bytes), so that every
+    planned offset, a multiple of ALIGN, is cache-line aligned too."""
+    raw = np.empty(max(nbytes, 1) + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start : start + max(nbytes, 1)]
 
 
 def _with_context(fn, n_inputs: int, outer: list[str], opsets: dict[str, int]):

@@ -178,3 +178,13 @@ def test_subgraph_sessions_are_freed_with_their_model():
     del m
     gc.collect()
     assert len(context._SESSIONS) == before
+
+
+def test_planned_buffers_are_cache_line_aligned():
+    from sporeling.memory.planner import ALIGN
+
+    m, _, _ = mlp()
+    plan = m.session.plan_for(m.session.check_feeds({"x": np.ones((3, 4), np.float32)}))
+    views = [plan.template[plan.slots[name]] for name in ("mm", "z", "r")]  # in place: one buffer
+    assert all(np.shares_memory(views[0], v) for v in views)
+    assert all(v.ctypes.data % ALIGN == 0 for v in views)

@@ -13,6 +13,9 @@ import numpy as np
 from .errors import FeedError, SporelingError
 
 
+MAX_RANDOM_INPUT_BYTES = 2 << 30
+
+
 def concrete_shape(shape, default_dim: int = 1) -> tuple[int, ...]:
     """A declared shape with its symbolic or unknown dimensions set to default_dim."""
     return tuple(d if isinstance(d, int) and d >= 0 else default_dim for d in (shape or ()))
@@ -44,6 +47,10 @@ def random_feeds(model, seed: int = 0, shapes: dict[str, tuple[int, ...]] | None
     for spec in model.inputs:
         shape = shapes.get(spec.name) or concrete_shape(spec.shape)
         dt = spec.dtype or np.dtype(np.float32)
+        nbytes = int(np.prod(shape, dtype=np.float64)) * dt.itemsize
+        if nbytes > MAX_RANDOM_INPUT_BYTES:
+            raise FeedError(f"input '{spec.name}': a random input of shape {list(shape)} would take "
+                            f"{human_bytes(nbytes)}; give a smaller one with --input-shape or a file with --input")
         if dt.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dt)
         elif dt.kind in "iu":

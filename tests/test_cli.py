@@ -111,3 +111,14 @@ def test_help_teaches():
         assert word in r.stdout
     r = cli("bench", "--help")
     assert "--compare" in r.stdout and "--threads" in r.stdout
+
+
+def test_absurd_declared_shape_is_refused_in_one_line(tmp_path):
+    g = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, [100000, 100000])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)])
+    path = tmp_path / "huge.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    assert_one_line_error(cli("run", path), "input 'x'", "--input-shape")
+    r = cli("run", path, "--input-shape", "x=2,3")
+    assert r.returncode == 2 and "Traceback" not in r.stderr  # [2, 3] does not match the declared shape
+    assert "expected [100000,100000]" in r.stderr

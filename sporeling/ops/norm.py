@@ -13,6 +13,7 @@ of all their outputs and the runtime keeps as many as the node has.
 
 from __future__ import annotations
 
+import functools
 import numpy as np
 
 from .infer import norm_axis
@@ -276,7 +277,47 @@ def _scale_shift_out(work: np.ndarray, x: np.ndarray, scale, bias, y_dst):
     return y_dst
 
 
-@register_op("LayerNormalization", since=17, infer=_ln_infer, out=True, inplace={0: 0})
+def _make_layer_norm(ins, *, axis=-1, epsilon=1e-5, stash_type=1):
+    """The transformer case, specialised once per plan: float32 over the last axis with constant
+    Scale and B, Y alone. The row mean is one matrix-vector product, the variance one row-wise dot,
+    and the normalisation, scale and shift run in place in Y: half the calls of the general path."""
+    x, scale = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    general = functools.partial(layer_norm, axis=axis, epsilon=epsilon, stash_type=stash_type)
+    if (x is None or x.shape is None or len(x.shape) < 1 or x.dtype != np.float32 or stash_type != 1
+            or norm_axis(axis, len(x.shape)) != len(x.shape) - 1 or scale is None or scale.value is None
+            or (bias is not None and bias.value is None)):
+        return general
+    cols = x.shape[-1]
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    if cols == 0:
+        return general
+    g = np.broadcast_to(scale.value.astype(np.float32), (cols,)).copy()
+    b = None if bias is None else np.broadcast_to(bias.value.astype(np.float32), (cols,)).copy()
+    mean_vec = np.full((cols, 1), 1.0 / cols, np.float32)
+    eps = np.float32(epsilon)
+
+    def layer_norm_rows(X, Scale=None, B=None, *, out=None):
+        if out is None or isinstance(out, (tuple, list)) or not out.flags.c_contiguous:
+            return general(X, Scale, B, out=out)
+        x2, y = X.reshape(rows, cols), out.reshape(rows, cols)
+        mean = np.matmul(x2, mean_vec)
+        np.subtract(x2, mean, out=y)
+        inv = np.vecdot(y, y) if hasattr(np, "vecdot") else np.einsum("ij,ij->i", y, y)
+        np.multiply(inv, np.float32(1.0 / cols), out=inv)
+        np.add(inv, eps, out=inv)
+        np.sqrt(inv, out=inv)
+        np.divide(np.float32(1.0), inv, out=inv)
+        np.multiply(y, inv[:, None], out=y)
+        np.multiply(y, g, out=y)
+        if b is not None:
+            np.add(y, b, out=y)
+        return out
+
+    return layer_norm_rows
+
+
+@register_op("LayerNormalization", since=17, infer=_ln_infer, out=True, inplace={0: 0}, make=_make_layer_norm)
 def layer_norm(X, Scale, B=None, *, axis=-1, epsilon=1e-5, stash_type=1, out=None):
     a = norm_axis(axis, X.ndim)
     ct = _compute_dtype(X.dtype, stash_type)

@@ -143,6 +143,26 @@ def test_layer_norm_arena_inplace_and_returned_tuple():
     assert inv.shape == (2, 5, 1) and y.shape == x.shape
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_layer_norm_specialised_last_axis_path_in_place(with_bias):
+    """Constant Scale/B, float32, last axis, Y alone: the make()-specialised kernel, writing over its
+    input's buffer (Add's output dies at the LayerNormalization)."""
+    rng = np.random.default_rng(11)
+    x, w, b = _rand(rng, (2, 7, 312)) * 3 + 1, _rand(rng, 312), _rand(rng, 312)
+    inits = {"w": w, "b": b} if with_bias else {"w": w}
+    nodes = [helper.make_node("Add", ["x", "x"], ["t"]),
+             helper.make_node("LayerNormalization", ["t", "w"] + (["b"] if with_bias else []), ["u"], epsilon=1e-5),
+             helper.make_node("Mul", ["u", "u"], ["y"])]
+    model = _graph(nodes, {"x": x}, ["y"], inits, opset=17)
+    for ours, theirs in zip(run_sporeling(model, {"x": x}), run_ort(model, {"x": x})):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    m = sporeling.Model(from_model_proto(model), "ln")
+    plan = m.session.plan_for(m.session.check_feeds({"x": x}))
+    ln = next(st for st in plan.steps if st.node.op_type == "LayerNormalization")
+    assert ln.mode == WRITES and ln.fn.__name__ == "layer_norm_rows"
+    assert np.shares_memory(plan.template[ln.ins[0]], plan.template[ln.outs[0]])
+
+
 @settings(max_examples=25, deadline=None)
 @given(data=st.data(), opset=st.sampled_from([18, 21]), seed=st.integers(0, 2**16))
 def test_group_norm(data, opset, seed):

@@ -52,34 +52,14 @@ def _same_pads(total: int, mode: str) -> tuple[int, int]:
 
 def conv_window(in_sizes, kernel, strides=None, dilations=None, pads=None, auto_pad="NOTSET") -> Window:
     """Geometry of a convolution: floor division, SAME pads so that out = ceil(in / stride)."""
-    nd = len(kernel)
-    kernel = tuple(int(k) for k in kernel)
-    strides, dilations = _ints(strides, nd, 1), _ints(dilations, nd, 1)
-    mode = _auto_pad_name(auto_pad)
-    begin, end, out = [], [], []
-    for a in range(nd):
-        n, k, s, d = int(in_sizes[a]), kernel[a], strides[a], dilations[a]
-        extent = (k - 1) * d + 1
-        if mode in ("SAME_UPPER", "SAME_LOWER"):
-            o = -(-n // s)
-            pb, pe = _same_pads(max(0, (o - 1) * s + extent - n), mode)
-        elif mode == "VALID":
-            pb = pe = 0
-            o = (n - extent) // s + 1
-        else:
-            p = _ints(pads, 2 * nd, 0)
-            pb, pe = p[a], p[a + nd]
-            o = (n + pb + pe - extent) // s + 1
-        begin.append(pb)
-        end.append(pe)
-        out.append(max(o, 0))
-    return Window(kernel, strides, dilations, tuple(begin), tuple(end), tuple(int(v) for v in in_sizes), tuple(out))
+    return pool_window(in_sizes, kernel, strides, dilations, pads, auto_pad, ceil_mode=0)
 
 
 def pool_window(in_sizes, kernel, strides=None, dilations=None, pads=None, auto_pad="NOTSET",
                 ceil_mode=0) -> Window:
-    """Geometry of a pooling window. With ceil_mode the last window may hang over the end, but a
-    window that would start inside the end padding is dropped (the PyTorch/ONNX rule)."""
+    """Geometry of a pooling (or, with ceil_mode=0, convolution) window. With ceil_mode the last
+    window may hang over the end, but a window that would start inside the end padding is dropped
+    (the PyTorch/ONNX rule)."""
     nd = len(kernel)
     kernel = tuple(int(k) for k in kernel)
     strides, dilations = _ints(strides, nd, 1), _ints(dilations, nd, 1)

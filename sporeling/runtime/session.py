@@ -231,8 +231,8 @@ class Session:
             if op.infer is not None and not op.context:
                 try:
                     out_infos = op.infer(ins, **attrs)
-                except Exception:
-                    out_infos = None
+                except Exception:  # inputs infer cannot handle: the kernel runs unplanned and, if
+                    out_infos = None  # the inputs really are wrong, fails at run with the node named
             if out_infos is not None and out_infos and all(len(o) == 3 and o[2] is not None for o in out_infos):
                 # infer knew the values too (Shape, Size of a known shape): the node folds away
                 for name, (dt, shp, value) in zip(node.outputs, out_infos):

@@ -64,9 +64,13 @@ class Depthwise2D:
         self.phased = self.sh > 1 or self.sw > 1
         self.planes = sorted({t[1] for t in taps})  # the phase planes some tap reads
 
+    def _accumulator_shape(self) -> tuple[int, ...]:
+        return (self.s.c, self.oh * self.ow)
+
     def workspace(self):
+        """The accumulator, and for strided convs the phase planes the input is split into."""
         s = self.s
-        specs = [((s.c, self.oh * self.ow), s.dtype)]
+        specs = [(self._accumulator_shape(), s.dtype)]
         if self.phased:
             specs.append(((self.sh * self.sw, s.c, self.oh, self.ow), s.dtype))
         return specs
@@ -137,12 +141,8 @@ class DepthwiseCols(Depthwise2D):
         self.taps = ([self.first] if self.first is not None else []) + self.rest
         self.kk = len(self.taps) + 1
 
-    def workspace(self):
-        s = self.s
-        specs = [((self.kk, s.c, self.oh * self.ow), s.dtype)]
-        if self.phased:
-            specs.append(((self.sh * self.sw, s.c, self.oh, self.ow), s.dtype))
-        return specs
+    def _accumulator_shape(self) -> tuple[int, ...]:
+        return (self.kk, self.s.c, self.oh * self.ow)  # one shifted copy per tap, plus the bias row
 
     def prepare(self, w, b):
         s = self.s

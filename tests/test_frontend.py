@@ -102,3 +102,27 @@ def test_parameters_inside_subgraphs_are_counted():
     x = np.full((3, 4), 2.0, np.float32)
     assert m.run({"cond": np.array(True), "x": x})["y"].tolist() == np.ones((3, 4)).tolist()
     assert m.run({"cond": np.array(False), "x": x})["y"].tolist() == x.tolist()
+
+
+def test_converting_a_callers_proto_leaves_it_unchanged():
+    from sporeling.frontends.onnx import from_model_proto
+
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)  # past the 4 KiB set aside
+    proto = _model(w)
+    before = proto.SerializeToString()
+    graph = from_model_proto(proto)
+    assert proto.SerializeToString() == before
+    np.testing.assert_array_equal(graph.initializers["w"], w)
+    assert graph.value_info == {} or all(v.shape for v in graph.value_info.values())
+
+
+def test_shape_inference_fills_value_info_for_the_passes(tmp_path):
+    w = np.ones((64, 64), np.float32)
+    g = h.make_graph([h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Relu", ["m"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [2, 64])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    model = sporeling.load(path, optimize=False)
+    assert model.graph.value_info["m"].shape == (2, 64)
+    np.testing.assert_array_equal(model.graph.initializers["w"], w)  # read before the bytes were dropped

@@ -43,22 +43,39 @@ def load_onnx(path: str | os.PathLike) -> Graph:
         load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
     except Exception as e:
         raise ModelLoadError(f"{path}: cannot read external tensor data ({type(e).__name__}: {e})") from e
-    return from_model_proto(model, source=path)
+    return from_model_proto(model, source=path, owned=True)
 
 
-def _infer_shapes(model):
-    """ONNX's own shape inference fills value_info, which the fusion passes read; a model it cannot
-    handle is used as it is (our runtime infers shapes again at prepare time)."""
+def _inferred_value_info(model, owned: bool) -> dict[str, ValueInfo]:
+    """ONNX's own shape inference, for the value_info the fusion passes read; a model it cannot
+    handle gets none (our runtime infers shapes again at prepare time). Inference serialises the
+    whole model, weights included, though it needs only their dims: large weights are left out
+    while it runs (a 54 MB model: 430 ms down to ~25 ms). When the proto is ours (read from a file,
+    already converted), their bytes are simply dropped; a caller's proto gets them back."""
+    import onnx
+
+    aside = []
+    for init in model.graph.initializer:
+        if init.ByteSize() > _KEEP_FOR_INFERENCE and init.HasField("raw_data"):
+            aside.append((init, None if owned else init.raw_data))
+            init.ClearField("raw_data")
     try:
-        import onnx
-
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return {vi.name: _value_info(vi) for vi in inferred.graph.value_info}
     except Exception:
-        return model
+        return {}
+    finally:
+        for init, data in aside:
+            if data is not None:
+                init.raw_data = data
 
 
-def from_model_proto(model, source: str = "model") -> Graph:
-    model = _infer_shapes(model)
+_KEEP_FOR_INFERENCE = 4096  # bytes: shape tensors and scalars stay, for ONNX's data propagation
+
+
+def from_model_proto(model, source: str = "model", owned: bool = False) -> Graph:
+    """Converts a ModelProto. With owned=True the proto may be changed (its weights' bytes dropped
+    once converted): for a proto read just for this."""
     opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in model.opset_import}
     opsets.setdefault("", 1)
     try:
@@ -67,6 +84,8 @@ def from_model_proto(model, source: str = "model") -> Graph:
         raise
     except Exception as e:
         raise ModelLoadError(f"{source}: cannot convert the ONNX graph ({type(e).__name__}: {e})") from e
+    for name, info in _inferred_value_info(model, owned).items():
+        graph.value_info.setdefault(name, info)
     graph.opsets = opsets
     graph.metadata = {p.key: p.value for p in model.metadata_props}
     for key in ("producer_name", "producer_version", "domain", "doc_string"):

@@ -31,8 +31,10 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 
+from .errors import SporelingError
 
-class AssetError(RuntimeError):
+
+class AssetError(SporelingError):
     """An asset could not be fetched or failed verification; the message is one line."""
 
 
@@ -325,10 +327,13 @@ def fetch_many(names: list[str], report=None) -> dict[str, AssetError]:
     return errors
 
 
-def fetch(name: str) -> str:
+def fetch(name: str, report=None) -> str:
     """Returns the path of an asset (or a group's directory), fetching it first if it is not cached.
-    Raises AssetError with a one-line reason when it cannot be had."""
-    errors = fetch_many([name])
+    Raises AssetError with a one-line reason when it cannot be had. `report(asset, message)` hears
+    about each asset as it is settled (see fetch_many)."""
+    if report is not None and asset_path(name) is None:
+        report(None, f"fetching {name} into {cache_dir()} (first use; a package download)")
+    errors = fetch_many([name], report)
     if errors:
         raise next(iter(errors.values()))
     path = asset_path(name)

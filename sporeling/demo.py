@@ -8,6 +8,7 @@ the model's metadata.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -66,7 +67,11 @@ def run_demo(text: str = "Hello World 2024", threads: int | None = None, runs: i
     import sporeling
     from sporeling.assets import fetch
 
-    path = fetch("ppocr_rec")
+    def progress(asset, message):
+        if not message.startswith("ok"):  # only news: fetching, fetched, failed
+            print(f"  {asset.name + ': ' if asset else ''}{message}", file=sys.stderr, flush=True)
+
+    path = fetch("ppocr_rec", report=progress)
     model = sporeling.load(path, threads=threads)
     x = preprocess(render_text(text))
     feeds = {model.inputs[0].name: x}

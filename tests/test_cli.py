@@ -122,3 +122,11 @@ def test_absurd_declared_shape_is_refused_in_one_line(tmp_path):
     r = cli("run", path, "--input-shape", "x=2,3")
     assert r.returncode == 2 and "Traceback" not in r.stderr  # [2, 3] does not match the declared shape
     assert "expected [100000,100000]" in r.stderr
+
+
+def test_compare_without_onnxruntime_says_what_to_install(small_model):
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from sporeling.cli import main\n"
+            f"sys.exit(main(['bench', {str(small_model[0])!r}, '--runs', '1', '--compare', 'onnxruntime']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(r, "needs the onnxruntime package")

@@ -15,6 +15,7 @@ and dtypes, so dynamic shapes work and each new signature pays one prepare.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -89,6 +90,7 @@ class Session:
         self._overridable = {v.name for v in graph.inputs if v.name in graph.initializers}
         self.strict = strict  # check feed names, dtypes and shapes against the declared inputs
         self.max_plans = MAX_PLANS
+        self._lock = threading.RLock()
 
     # ---- feeds -------------------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -122,8 +124,14 @@ class Session:
 
     # ---- run ---------------------------------------------------------------------------------
     def run(self, feeds: dict[str, Any], times: dict[str, float] | None = None) -> dict[str, Any]:
-        """Runs the model. With `times`, each op type's seconds are added to it (profiling)."""
+        """Runs the model. With `times`, each op type's seconds are added to it (profiling).
+        Runs of one session are serialised: they share the plan's arena (NumPy releases the GIL, so
+        two unguarded runs would write over each other). Load a model twice to run it in parallel."""
         feeds = self.check_feeds(feeds)
+        with self._lock:
+            return self._run(feeds, times)
+
+    def _run(self, feeds: dict[str, Any], times: dict[str, float] | None) -> dict[str, Any]:
         plan = self.plan_for(feeds)
         env = list(plan.template)
         for name, slot in plan.feed_slots:

@@ -188,3 +188,24 @@ def test_planned_buffers_are_cache_line_aligned():
     views = [plan.template[plan.slots[name]] for name in ("mm", "z", "r")]  # in place: one buffer
     assert all(np.shares_memory(views[0], v) for v in views)
     assert all(v.ctypes.data % ALIGN == 0 for v in views)
+
+
+def test_concurrent_runs_of_one_model_do_not_mix_results():
+    import threading
+
+    m, w, b = mlp()
+    xs = [np.random.default_rng(k).standard_normal((64, 4)).astype(np.float32) for k in range(4)]
+    wrong = []
+
+    def worker(x):
+        want = reference(x, w, b)
+        for _ in range(200):
+            if not np.allclose(m.run({"x": x})["y"], want, rtol=1e-5, atol=1e-6):
+                wrong.append(1)
+
+    threads = [threading.Thread(target=worker, args=(x,)) for x in xs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong

@@ -19,7 +19,8 @@ from .errors import SporelingError
 from .tools import human_bytes, median_ms, plan_stats
 
 
-def _ort_session(path: str, threads: int):
+def ort_session(path: str, threads: int):
+    """An onnxruntime CPU session with the same intra-op thread count, one inter-op thread."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -46,7 +47,7 @@ def bench_model(path: str, feeds_spec=(), runs: int = 20, warmup: int = 3, threa
     first_ms = (time.perf_counter() - t0) * 1e3
     engines = {"sporeling": lambda: model.run(feeds)}
     if compare == "onnxruntime":
-        sess = _ort_session(path, model.threads)
+        sess = ort_session(path, model.threads)
         engines["onnxruntime"] = lambda: sess.run(None, feeds)
         theirs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
         diff = max(float(np.max(np.abs(ours[k].astype(np.float64) - theirs[k]))) if ours[k].size else 0.0

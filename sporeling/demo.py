@@ -9,11 +9,12 @@ the model's metadata.
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
+from .bench import ort_session
 from .errors import SporelingError
+from .tools import median_ms, timed
 
 HEIGHT, WIDTH = 48, 320
 
@@ -68,12 +69,7 @@ def charset_of(model) -> list[str]:
 
 
 def _median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
+    return median_ms([timed(fn) for _ in range(runs)])
 
 
 def run_demo(text: str = "Hello World 2024", threads: int | None = None, runs: int = 10) -> int:
@@ -96,14 +92,10 @@ def run_demo(text: str = "Hello World 2024", threads: int | None = None, runs: i
     print(f"  sporeling read: {read!r}  (confidence {score:.3f})")
     print(f"  sporeling     : {ours:7.2f} ms median of {runs} runs, {model.threads} thread(s)")
     try:
-        import onnxruntime as ort
-    except ImportError:
+        sess = ort_session(path, model.threads)
+    except SporelingError:
         print("  onnxruntime   : not installed (pip install onnxruntime to compare)")
     else:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = model.threads
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         theirs = sess.run(None, feeds)[0]
         ms = _median_ms(lambda: sess.run(None, feeds), runs)
         diff = float(np.abs(theirs - probs).max())

@@ -44,6 +44,7 @@ class Step:
     fresh: tuple[tuple[int, np.dtype, tuple], ...] = ()  # outputs that get a new buffer each run
     node: Node | None = None
     scratch: int = -1  # slot of the step's workspace, if it has one
+    op: OpDef | None = None
 
 
 @dataclass
@@ -178,13 +179,14 @@ class Session:
         key = tuple(
             (k, a.dtype.str, a.shape) if isinstance(a, np.ndarray) else (k, type(a).__name__, 0) for k, a in feeds.items()
         )
-        plan = self._plans.pop(key, None)
-        if plan is None:
-            with np.errstate(all="ignore"):  # folding runs kernels too: same IEEE results as run()
-                plan = self.prepare(feeds)
-            while len(self._plans) >= self.max_plans:  # least recently used goes, with its arena
-                del self._plans[next(iter(self._plans))]
-        self._plans[key] = plan  # (re)inserted last: dict order is recency order
+        with self._lock:  # also called from outside run() (sporeling info, bench)
+            plan = self._plans.pop(key, None)
+            if plan is None:
+                with np.errstate(all="ignore"):  # folding runs kernels too: same IEEE results as run()
+                    plan = self.prepare(feeds)
+                while len(self._plans) >= self.max_plans:  # least recently used goes, with its arena
+                    del self._plans[next(iter(self._plans))]
+            self._plans[key] = plan  # (re)inserted last: dict order is recency order
         return plan
 
     # ---- prepare -----------------------------------------------------------------------------
@@ -291,7 +293,7 @@ class Session:
                 scratch_name = f"\0scratch:{len(steps)}"
                 scratch_slot = slot(scratch_name)
                 planned[scratch_name] = (np.dtype(np.uint8), (nbytes,))
-            steps.append(Step(fn, in_slots, out_slots, mode, tuple(fresh), node, scratch_slot))
+            steps.append(Step(fn, in_slots, out_slots, mode, tuple(fresh), node, scratch_slot, op))
         for v in g.outputs:
             slot(v.name)
         template: list[Any] = [None] * len(slots)
@@ -332,10 +334,9 @@ class Session:
                         last[s] = end
         owner: dict[int, int] = {}  # slot -> slot whose buffer it shares
         for k, st in enumerate(steps):
-            op = lookup(st.node.op_type, self.graph.opsets.get(st.node.domain or "", 1), st.node.domain)
-            if st.mode != WRITES or not op.inplace:
+            if st.mode != WRITES or not st.op.inplace:
                 continue
-            for o_idx, i_idx in op.inplace.items():
+            for o_idx, i_idx in st.op.inplace.items():
                 if o_idx >= len(st.outs) or i_idx >= len(st.ins):
                     continue
                 o, i = st.outs[o_idx], st.ins[i_idx]

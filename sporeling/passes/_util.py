@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..ir import Graph, Node, ValueInfo
 
 
@@ -45,3 +47,18 @@ def scalar(graph: Graph, name: str) -> float | None:
     if v is None or v.size != 1:
         return None
     return float(v.reshape(-1)[0])
+
+
+def clip_bounds(graph: Graph, clip: Node) -> tuple[float, float] | None:
+    """(min, max) of a Clip: attributes before opset 11, constant inputs after; an omitted bound is
+    -inf or inf. None when a bound is computed at run time."""
+    if "min" in clip.attrs or "max" in clip.attrs:
+        return float(clip.attrs.get("min", -math.inf)), float(clip.attrs.get("max", math.inf))
+    bounds = []
+    for k, default in ((1, -math.inf), (2, math.inf)):
+        name = clip.inputs[k] if len(clip.inputs) > k else ""
+        value = scalar(graph, name) if name else default
+        if value is None:
+            return None
+        bounds.append(value)
+    return bounds[0], bounds[1]

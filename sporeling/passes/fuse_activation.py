@@ -8,11 +8,9 @@ included) is already computed there."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..ir import Graph, Node
 from ..ops.registry import lookup
-from ._util import const, shape_of, single_consumer
+from ._util import clip_bounds, shape_of, single_consumer
 
 DOMAIN = "ai.sporeling"
 
@@ -28,18 +26,8 @@ def _activation(graph: Graph, n: Node) -> tuple[str, list[float]] | None:
     if op == "HardSigmoid":
         return op, [float(n.attrs.get("alpha", 0.2)), float(n.attrs.get("beta", 0.5))]
     if op == "Clip":
-        if "min" in n.attrs or "max" in n.attrs:  # opset < 11
-            return op, [float(n.attrs.get("min", -np.inf)), float(n.attrs.get("max", np.inf))]
-        bounds = []
-        for k, default in ((1, -np.inf), (2, np.inf)):
-            name = n.inputs[k] if len(n.inputs) > k else ""
-            if not name:
-                bounds.append(default)
-            elif (v := const(graph, name)) is not None:
-                bounds.append(float(np.asarray(v).reshape(-1)[0]))
-            else:
-                return None
-        return op, bounds
+        bounds = clip_bounds(graph, n)
+        return None if bounds is None else (op, list(bounds))
     return None
 
 

@@ -5,15 +5,7 @@ then fold into the conv before it."""
 from __future__ import annotations
 
 from ..ir import Graph, Node
-from ._util import scalar, single_consumer
-
-
-def _clip_bounds(graph: Graph, clip: Node) -> tuple[float | None, float | None]:
-    if "min" in clip.attrs or "max" in clip.attrs:
-        return clip.attrs.get("min"), clip.attrs.get("max")
-    lo = scalar(graph, clip.inputs[1]) if len(clip.inputs) > 1 and clip.inputs[1] else None
-    hi = scalar(graph, clip.inputs[2]) if len(clip.inputs) > 2 and clip.inputs[2] else None
-    return lo, hi
+from ._util import clip_bounds, scalar, single_consumer
 
 
 def _is_sixth(graph: Graph, n: Node, operand: str) -> bool:
@@ -38,7 +30,7 @@ def run(graph: Graph) -> int:
         if x is None or scalar(graph, three) != 3.0:
             continue
         clip = single_consumer(graph, add.outputs[0], consumers)
-        if clip is None or clip.op_type != "Clip" or _clip_bounds(graph, clip) != (0.0, 6.0):
+        if clip is None or clip.op_type != "Clip" or clip_bounds(graph, clip) != (0.0, 6.0):
             continue
         nxt = single_consumer(graph, clip.outputs[0], consumers)
         if nxt is None:

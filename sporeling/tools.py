@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import FeedError, SporelingError
+from .runtime.session import RETURNS
 
 
 MAX_RANDOM_INPUT_BYTES = 2 << 30
@@ -103,7 +104,7 @@ def plan_stats(model, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
     plan = model.session.plan_for(model.session.check_feeds(feeds))
     arena = plan.arena
     steps = len(plan.steps)
-    dynamic = sum(1 for st in plan.steps if st.mode == 0)
+    dynamic = sum(1 for st in plan.steps if st.mode == RETURNS)
     return {
         "steps": steps,
         "folded_nodes": plan.folded,

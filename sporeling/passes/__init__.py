@@ -3,20 +3,26 @@ made). `optimize` applies them in order and verifies the IR after every pass."""
 
 from __future__ import annotations
 
+import time
+
 from ..ir import Graph, verify
 from . import (
     dce,
+    fold_constants,
     fold_conv_affine,
     fuse_activation,
     fuse_conv_bn,
     fuse_gelu,
     fuse_hardswish,
     fuse_matmul_bias,
+    layout,
     remove_identity,
 )
 
 PIPELINE = [
     ("remove_identity", remove_identity.run),
+    ("fold_constants", fold_constants.run),
+    ("layout", layout.run),
     ("fuse_conv_bn", fuse_conv_bn.run),
     ("fold_conv_affine", fold_conv_affine.run),
     ("fuse_hardswish", fuse_hardswish.run),
@@ -36,9 +42,10 @@ def optimize(graph: Graph, log=None, _scope: frozenset[str] = frozenset()) -> Gr
             for domain, version in body.opsets.items():
                 graph.opsets.setdefault(domain, version)
     for name, rule in PIPELINE:
-        before = len(graph.nodes)
+        before, start = len(graph.nodes), time.perf_counter()
         changed = rule(graph)
         verify(graph, _scope)
         if log is not None:
-            log.append({"pass": name, "rewrites": changed, "nodes_before": before, "nodes_after": len(graph.nodes)})
+            log.append({"pass": name, "rewrites": changed, "nodes_before": before, "nodes_after": len(graph.nodes),
+                        "ms": round((time.perf_counter() - start) * 1000, 2)})
     return graph

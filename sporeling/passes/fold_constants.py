@@ -5,8 +5,8 @@ Reshape) away when the graph's input shapes are known (`sporeling convert --inpu
 
 What is not folded: nodes with subgraph bodies or run-time context, impure ones (random
 generators), graph outputs, and folds that would grow the file: the outputs may take at most the bytes
-of the constants they consume plus FOLD_SLACK, so Cast(float16 weights -> float32) or a large
-ConstantOfShape stay as nodes and are folded at load time instead, where memory is not a file size.
+of the constants they consume plus FOLD_SLACK, so Cast(float16 weights -> float32) or a ConstantOfShape
+of more than a KiB stay as nodes and are folded at load time instead, where memory is not a file size.
 
 Along the way the static shapes it infers are recorded in graph.value_info (where the graph had none),
 which later passes use to check that fusions are shape-preserving. The constants the folded nodes read
@@ -22,7 +22,7 @@ from ..ir import Graph, ValueInfo
 from ..ops.registry import Info, OpDef, lookup
 from ..runtime.session import bind_kernel
 
-FOLD_SLACK = 64 * 1024
+FOLD_SLACK = 1024  # bytes a fold may add: enough for shape computations, not for re-typed weights
 
 
 def _static(shape) -> bool:

@@ -3,7 +3,8 @@
 from . import ops as _ops  # noqa: F401  (registers every kernel)
 from .errors import SporelingError
 from .ir import Graph, Node, ValueInfo
+from .convert import convert
 from .model import Model, TensorSpec, load
 
 __version__ = "0.1.0"
-__all__ = ["load", "Model", "TensorSpec", "Graph", "Node", "ValueInfo", "SporelingError", "__version__"]
+__all__ = ["load", "convert", "Model", "TensorSpec", "Graph", "Node", "ValueInfo", "SporelingError", "__version__"]

@@ -32,6 +32,7 @@ import zipfile
 from dataclasses import dataclass
 
 from .errors import SporelingError
+from .tools import file_sha256
 
 
 class AssetError(SporelingError):
@@ -170,14 +171,6 @@ def _target(asset: Asset) -> str:
     return os.path.join(cache_dir(), asset.source.group, asset.filename)
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # Hashing a 10 MB model on every asset_path() call would add up across a test session; a file whose
 # size and mtime are unchanged since it was verified is taken as still verified.
 _verified: dict[str, tuple[int, int]] = {}
@@ -192,7 +185,7 @@ def _is_valid(asset: Asset) -> bool:
     stamp = (st.st_size, st.st_mtime_ns)
     if _verified.get(path) == stamp:
         return True
-    if _sha256_file(path) != asset.sha256:
+    if file_sha256(path) != asset.sha256:
         return False
     _verified[path] = stamp
     return True

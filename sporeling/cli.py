@@ -1,4 +1,4 @@
-"""sporeling's command line: run, bench, info, demo.
+"""sporeling's command line: convert, export, run, bench, info, demo.
 
 Every error a user can cause (a missing or corrupt file, a wrong feed) prints one line naming the
 file or input and exits with status 2; a failure inside a kernel exits with 1. No tracebacks unless
@@ -16,6 +16,10 @@ import time
 import numpy as np
 
 EPILOG = """examples:
+  sporeling convert model.onnx -o model.spore           optimize once, save sporeling's own format
+  sporeling convert face.tflite -o face.spore --check   also compare outputs with the source
+  sporeling convert bert.onnx -o bert.spore --input-shape input_ids=1,128
+  sporeling export model.spore -o model.onnx            back to ONNX, for Netron or onnxruntime
   sporeling info model.onnx
   sporeling run model.onnx                              random inputs of the declared shapes
   sporeling run model.onnx --input x=image.npy --output out.npz
@@ -25,11 +29,14 @@ EPILOG = """examples:
 """
 
 
+MODEL_HELP = "a model file: .onnx, .tflite or .spore"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="sporeling",
-        description="A lightweight neural-network engine: run ONNX models with NumPy kernels and one static "
-        "memory arena.",
+        description="A lightweight neural-network engine: run ONNX, TFLite and .spore models with NumPy kernels and one "
+        "static memory arena.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -44,10 +51,28 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, metavar="N",
                        help="BLAS threads (default: 1, fastest for batch-1 inference on small CPUs)")
 
+    p = sub.add_parser("convert", help="convert an .onnx or .tflite model to an optimized .spore file",
+                       description="Read IN (.onnx, .tflite or .spore), run the graph passes (constant folding, "
+                       "Conv/Gemm+BatchNorm folding, layout, activation and bias fusion, dead code), print what each "
+                       "did, and write OUT.spore atomically with the source's name and SHA-256.")
+    p.add_argument("model", metavar="IN", help=MODEL_HELP)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.spore", help="the file to write")
+    p.add_argument("--no-optimize", action="store_true", help="store the graph as imported, without passes")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                   help="fix an input's shape (symbolic dimensions included) so shape computations fold away")
+    p.add_argument("--check", action="store_true",
+                   help="run the source and the converted model on the same random inputs and compare")
+
+    p = sub.add_parser("export", help="export a model (e.g. a .spore) to ONNX",
+                       description="Write MODEL as a standard ONNX file that onnxruntime and Netron open; "
+                       "sporeling's fused ops are expanded back into standard ONNX ops.")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the file to write (atomically)")
+
     p = sub.add_parser("run", help="run a model once and print or save its outputs",
                        description="Run MODEL once. Without --input, every input gets random values of its "
                        "declared shape (symbolic dimensions become 1).")
-    p.add_argument("model", help="an .onnx file")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="feed an input from a .npy file (repeat for several inputs)")
     p.add_argument("--output", metavar="OUT.npz", help="save all outputs to this .npz (written atomically)")
@@ -59,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Time MODEL on fixed inputs: median latency over --runs runs after warm-up, "
                        "peak memory, and the memory plan (arena vs the sum of all tensors vs the lower bound of "
                        "live bytes). With --compare onnxruntime the two engines run interleaved, same threads.")
-    p.add_argument("model", help="an .onnx file")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="as for run")
     p.add_argument("--runs", type=int, default=20, metavar="K", help="timed runs (default 20)")
     p.add_argument("--warmup", type=int, default=3, metavar="W", help="untimed runs first (default 3)")
@@ -71,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="inputs, outputs, op counts, parameters and the memory plan",
                        description="Describe MODEL. The memory plan is shown for the declared input shapes "
                        "(symbolic dimensions become 1).")
-    p.add_argument("model", help="an .onnx file")
+    p.add_argument("model", help=MODEL_HELP)
     shape_arg(p)
 
     p = sub.add_parser("demo", help="a real model doing a real task: PP-OCRv4 reads a line of text",
@@ -97,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import KernelError, SporelingError
 
     try:
-        return {"run": cmd_run, "bench": cmd_bench, "info": cmd_info, "demo": cmd_demo}[args.command](args)
+        return {"convert": cmd_convert, "export": cmd_export, "run": cmd_run, "bench": cmd_bench, "info": cmd_info, "demo": cmd_demo}[args.command](args)
     except KernelError as e:
         return _fail(e, 1)
     except (SporelingError, OSError, ValueError) as e:
@@ -144,6 +169,26 @@ def _describe(name: str, arr) -> str:
     return line
 
 
+def cmd_convert(args) -> int:
+    from .convert import convert
+    from .tools import parse_shapes
+
+    convert(args.model, args.output, optimize=not args.no_optimize, input_shapes=parse_shapes(args.input_shape),
+            check=args.check)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .frontends.onnx_export import export_onnx
+    from .model import load_graph
+    from .tools import human_bytes
+
+    graph = load_graph(args.model)
+    export_onnx(graph, args.output)
+    print(f"wrote {args.output}: {len(graph.nodes)} nodes, {human_bytes(os.path.getsize(args.output))}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from .tools import save_npz
 
@@ -172,6 +217,17 @@ def cmd_info(args) -> int:
         return f"  {s.name}: {s.dtype.name if s.dtype is not None else '?'} {shape}"
 
     print(f"{args.model}")
+    if _is_spore(args.model):
+        from .format import read_info
+
+        info = read_info(args.model)
+        prov = info.get("provenance") or {}
+        src = f"{prov.get('source', '?')} (sha256 {str(prov.get('source_sha256', '?'))[:12]}...)"
+        passes = [p.get("pass") for p in prov.get("passes", []) if isinstance(p, dict) and p.get("rewrites")]
+        print(f"format: .spore {info['format_version']}, written by {prov.get('producer', '?')} from {src}")
+        print(f"  passes that changed it: {', '.join(map(str, passes)) or 'none'}")
+        print("  tensors: " + ", ".join(f"{k} {v['count']} ({human_bytes(v['bytes'])})"
+                                         for k, v in info["tensors"]["by_codec"].items()))
     opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in g.opsets.items())
     print(f"opsets: {opsets}")
     print("inputs:")
@@ -202,6 +258,13 @@ def cmd_info(args) -> int:
     print(f"  {st['steps']} steps, {st['folded_nodes']} nodes folded at prepare, "
           f"{st['steps_with_runtime_allocation']} steps allocate at run time")
     return 0
+
+
+def _is_spore(path: str) -> bool:
+    from .format import MAGIC
+
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
 
 
 def cmd_bench(args) -> int:

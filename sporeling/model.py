@@ -49,21 +49,58 @@ class Model:
         return f"<sporeling.Model {os.path.basename(self.source)} inputs=({ins}) nodes={len(self.graph.nodes)}>"
 
 
-def load(path: str | os.PathLike, threads: int | None = None, optimize: bool = True) -> Model:
-    """Loads a model file (.onnx) and prepares it to run. With optimize (the default) the graph
-    passes run first: Identity/Dropout removal, Conv+BatchNorm folding, bias/residual/activation
-    fusion, dead-code elimination; outputs are the same up to float rounding."""
-    path = os.fspath(path)
-    lower = path.lower()
-    if lower.endswith(".onnx") or not os.path.splitext(lower)[1]:
-        from .frontends.onnx import load_onnx
+def _sniff(path: str) -> str:
+    """The format of a model file, by its magic bytes first and its extension second."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read ({e.strerror or e})") from None
+    from .format import MAGIC
 
-        graph = load_onnx(path)
-    else:
-        if not os.path.exists(path):
-            raise ModelLoadError(f"{path}: no such file")
-        raise ModelLoadError(f"{path}: unknown model format '{os.path.splitext(path)[1]}' (sporeling reads .onnx)")
-    if optimize:
+    if head.startswith(MAGIC):
+        return "spore"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    ext = os.path.splitext(path.lower())[1]
+    if ext in (".spore", ".tflite"):
+        return ext[1:]
+    if ext in (".onnx", ""):
+        return "onnx"
+    raise ModelLoadError(f"{path}: unknown model format '{ext}' (sporeling reads .onnx, .tflite and .spore)")
+
+
+def load_graph(path: str | os.PathLike) -> Graph:
+    """Reads a .onnx, .tflite or .spore file into a Graph, without running passes."""
+    return _read(os.fspath(path))[0]
+
+
+def _read(path: str) -> tuple[Graph, bool]:
+    """The graph, and whether the passes already ran on it (a .spore written by an optimizing convert)."""
+    kind = _sniff(path)
+    if kind == "spore":
+        from .format import load_spore
+
+        graph, provenance = load_spore(path, with_provenance=True)
+        return graph, provenance.get("optimized") is True
+    if kind == "tflite":
+        from .frontends.tflite import load_tflite
+
+        return load_tflite(path), False
+    from .frontends.onnx import load_onnx
+
+    return load_onnx(path), False
+
+
+def load(path: str | os.PathLike, threads: int | None = None, optimize: bool = True) -> Model:
+    """Loads a model file (.onnx, .tflite or .spore) and prepares it to run. With optimize (the default) the graph
+    passes run first (see sporeling.passes); outputs are the same up to float rounding. A .spore file that was
+    optimized when it was converted is not optimized again."""
+    path = os.fspath(path)
+    graph, optimized = _read(path)
+    if optimize and not optimized:
         from .passes import optimize as run_passes
 
         run_passes(graph)

@@ -3,6 +3,7 @@ writes, timing."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import time
@@ -74,6 +75,14 @@ def load_feed_file(spec: str) -> tuple[str, np.ndarray]:
         return name, np.load(path, allow_pickle=False)
     except Exception as e:
         raise FeedError(f"--input {name}: {path}: not a readable .npy file ({type(e).__name__})") from e
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .errors import FeedError
+from .errors import FeedError, SporelingError
 from .ir import Graph
 from .tools import file_sha256, human_bytes
 
@@ -33,7 +33,7 @@ def fix_input_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]], source: s
             if len(v.shape) != len(shape):
                 raise FeedError(f"{source}: input '{name}' has rank {len(v.shape)}, --input-shape gives {len(shape)}")
             for declared, given in zip(v.shape, shape):
-                if isinstance(declared, int) and declared != given:
+                if isinstance(declared, int) and declared >= 0 and declared != given:  # -1: dynamic
                     raise FeedError(f"{source}: input '{name}' is declared {list(v.shape)}, "
                                     f"--input-shape gives {list(shape)}")
         v.shape = tuple(shape)
@@ -88,7 +88,12 @@ def _compare(original: Graph, dst: str, shapes: dict) -> float:
 
     converted = load(dst, optimize=False)
     feeds = random_feeds(converted, 0, shapes)
-    ref = Model(original, "source").run(feeds)
+    try:
+        ref = Model(original, "source").run(feeds)
+    except SporelingError as e:
+        sizes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+        raise type(e)(f"--check could not run the source on random inputs {sizes} (give --input-shape for "
+                      f"symbolic dimensions): {e}") from e
     got = converted.run(feeds)
     worst = 0.0
     for name, value in ref.items():

@@ -148,3 +148,11 @@ def test_real_model_same_outputs_with_and_without_passes_and_through_spore(name,
         tol = 1e-4 * max(1.0, float(np.abs(value).max()))
         assert np.abs(optimized[key] - value).max() <= tol, key
         np.testing.assert_array_equal(via_spore[key], optimized[key])  # the same graph, the same kernels
+
+
+@pytest.mark.assets
+def test_cli_check_on_symbolic_dims_asks_for_input_shape(tmp_path):
+    r = cli("convert", require("ppocr_rec"), "-o", tmp_path / "rec.spore", "--check")
+    assert_one_line_error(r, "--input-shape", "x[1, 3, 1, 1]")
+    r = cli("convert", require("ppocr_rec"), "-o", tmp_path / "rec.spore", "--check", "--input-shape", "x=1,3,48,320")
+    assert r.returncode == 0 and "check: converted model matches" in r.stdout, r.stderr

@@ -14,14 +14,11 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..ir import Graph, Node, ValueInfo
+from ._extras import import_extra
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ModelLoadError("reading .onnx files needs the onnx package: pip install 'sporeling[onnx]'") from e
-    return onnx
+    return import_extra("onnx", "onnx", "reading .onnx files")
 
 
 def load_onnx(path: str | os.PathLike) -> Graph:

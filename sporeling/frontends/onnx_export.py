@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SporelingError
-from ..ir import Graph, Node, ValueInfo, verify
+from ..ir import Graph, Node, ValueInfo, unique_name, verify
+from ._extras import import_extra
 from .onnx_expand import EXPANDED_DOMAINS, EXPANSIONS, LOWERINGS
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -35,11 +36,7 @@ _DROPPED_METADATA = {"onnx.ir_version", "onnx.producer_name", "onnx.producer_ver
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise SporelingError("exporting to ONNX needs the onnx package: pip install 'sporeling[onnx]'") from e
-    return onnx
+    return import_extra("onnx", "onnx", "exporting to ONNX", SporelingError)
 
 
 def export_onnx(graph: Graph, path: str | os.PathLike) -> None:
@@ -190,11 +187,7 @@ class _Writer:
         self.tensor_types: set[int] = set()
 
     def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
+        return unique_name(base, self.names)
 
     def graph(self, g: Graph, parent: ExportContext | None):
         helper = self.onnx.helper

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GraphError, ModelLoadError, SporelingError, UnsupportedOpError
-from ..ir import Graph, Node, ValueInfo, verify
+from ..ir import Graph, Node, ValueInfo, unique_name, verify
+from ._extras import import_extra
 from .tflite_context import ONNX_TYPES, OpContext, Unsupported
 
 OPSET = 20  # Gelu (20), axes as inputs of the reductions (18)
@@ -43,12 +44,7 @@ CONTROL_FLOW = {"WHILE", "IF", "CALL", "CALL_ONCE", "STABLEHLO_WHILE", "STABLEHL
 
 
 def _schema():
-    try:
-        import tflite
-        import tflite.utils
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ModelLoadError("reading .tflite files needs the tflite package: pip install 'sporeling[tflite]'") from e
-    return tflite
+    return import_extra("tflite.utils", "tflite", "reading .tflite files")
 
 
 def load_tflite(path: str | os.PathLike) -> Graph:
@@ -273,11 +269,7 @@ class _Importer:
 
     # ---- building ------------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
-        name, k = hint, 1
-        while name in self.used:
-            name, k = f"{hint}#{k}", k + 1
-        self.used.add(name)
-        return name
+        return unique_name(hint, self.used, "#")
 
     def node(self, op_type: str, inputs: list[str], outputs: list[str], **attrs) -> None:
         self.n_nodes += 1

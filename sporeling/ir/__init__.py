@@ -1,4 +1,4 @@
-from .graph import Graph, Node, ValueInfo
+from .graph import Graph, Node, ValueInfo, unique_name
 from .verify import toposort, verify
 
-__all__ = ["Graph", "Node", "ValueInfo", "verify", "toposort"]
+__all__ = ["Graph", "Node", "ValueInfo", "verify", "toposort", "unique_name"]

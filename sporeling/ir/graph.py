@@ -16,6 +16,15 @@ import numpy as np
 Dim = int | str | None
 
 
+def unique_name(base: str, taken: set[str], sep: str = "_") -> str:
+    """`base`, or `base<sep>1`, `base<sep>2`... the first not in `taken`; it is added to `taken`."""
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}{sep}{k}", k + 1
+    taken.add(name)
+    return name
+
+
 @dataclass
 class ValueInfo:
     """A named tensor's declared type: dtype (a NumPy dtype, or None if unknown) and shape."""

@@ -254,6 +254,16 @@ def maxpool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=N
 
 
 # ---- AveragePool and LpPool ---------------------------------------------------------------------
+def _tiles(x_shape, win: Window) -> tuple[int, ...] | None:
+    """The shape that splits x into the pool's windows, when they tile it exactly (stride = kernel, no
+    padding or dilation, nothing left over): then a window's sum is a plain reduction over a reshape,
+    one pass instead of the separable sliding sums (the squeeze-and-excite pools of mobile nets)."""
+    if (win.strides != win.kernel or any(win.pad_begin) or any(win.pad_end) or any(d != 1 for d in win.dilations)
+            or any(o * k != i for o, k, i in zip(win.out_sizes, win.kernel, win.in_sizes))):
+        return None
+    return (*x_shape[:2], *[d for o, k in zip(win.out_sizes, win.kernel) for d in (o, k)])
+
+
 class AveragePlan:
     def __init__(self, x_shape, dtype, win: Window, include_pad: bool, p=None):
         self.win = win
@@ -261,8 +271,16 @@ class AveragePlan:
         self.pool = SeparablePool(x_shape, dtype, win, "sum")
         self.scale = None if p is not None else (1.0 / _valid_counts(win, include_pad)).astype(dtype)
         self.specs = self.pool.workspace() + ([(tuple(x_shape), dtype)] if p is not None else [])
+        self.tiles = _tiles(x_shape, win) if p is None else None
+        if self.tiles is not None:
+            self.specs = []
+            self.tile_axes = tuple(range(3, len(self.tiles), 2))
 
     def __call__(self, x, out, scratch):
+        if self.tiles is not None:
+            np.sum(x.reshape(self.tiles), axis=self.tile_axes, out=out)
+            np.multiply(out, self.scale, out=out)
+            return out
         ws = carve(scratch, self.specs)
         if self.p is None:
             self.pool.run(x, out, ws)

@@ -59,6 +59,19 @@ def test_averagepool_random(data):
     check_op("AveragePool", {"x": x}, attrs, opset=19, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("size,kernel", [((8, 8), (4, 4)), ((16, 16), (16, 16)), ((6, 9), (3, 3)), ((4, 6, 8), (2, 3, 4)),
+                                         ((12,), (12,))])
+def test_averagepool_tiling_windows(size, kernel):
+    """Windows that tile the input exactly (stride = kernel, no padding): the reshape-and-sum path."""
+    from sporeling.ops.pool import AveragePlan, _window
+
+    x = np.random.default_rng(3).standard_normal((2, 5, *size)).astype(np.float32)
+    win = _window(x.shape, list(kernel), list(kernel), None, None, "NOTSET", 0)
+    assert AveragePlan(x.shape, x.dtype, win, False).tiles is not None
+    check_op("AveragePool", {"x": x}, {"kernel_shape": list(kernel), "strides": list(kernel)}, opset=19,
+             rtol=1e-5, atol=1e-6)
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.data())
 def test_lppool_random(data):

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..ir import Graph
 from ..tools import atomic_write
-from .codecs import codec_for
+from .codecs import CODECS, codec_for
+from .codecs_quant import Encoded
 from .dtypes import dtype_name
 from .graph_json import FormatProblem, encode_graph
 from .layout import ALIGN, HEADER_SIZE, REQUIRED, Section, SporeFormatError, crc32, pack_header, pack_table, pad_to
@@ -34,7 +35,8 @@ def _producer() -> str:
 class _Tensors:
     """The tensor table being built: entries, encoded payloads, and the next free data offset."""
 
-    def __init__(self):
+    def __init__(self, encoded: dict[int, Encoded] | None = None):
+        self.encoded = encoded or {}  # id(array) -> the encoding the caller already made for it
         self.entries: list[dict] = []
         self.payloads: list[memoryview] = []
         self.index: dict[int, int] = {}
@@ -47,11 +49,18 @@ class _Tensors:
         dname = dtype_name(array.dtype)
         if dname is None:
             raise FormatProblem(f"tensor '{name}' has dtype {array.dtype}, which .spore cannot hold")
-        codec = codec_for(array)
-        try:
-            payload, params = codec.encode(array)
-        except ValueError as e:
-            raise FormatProblem(f"tensor '{name}': {e}") from None
+        given = self.encoded.get(id(array))
+        if given is not None:
+            codec = CODECS.get(given.codec)
+            if codec is None:
+                raise FormatProblem(f"tensor '{name}': no codec {given.codec!r}")
+            payload, params = given.payload, dict(given.params)
+        else:
+            codec = codec_for(array)
+            try:
+                payload, params = codec.encode(array)
+            except ValueError as e:
+                raise FormatProblem(f"tensor '{name}': {e}") from None
         data = memoryview(payload).cast("B")
         entry: dict[str, Any] = {"name": name, "dtype": dname, "shape": [int(d) for d in array.shape],
                                  "codec": codec.name, "offset": self.size, "length": data.nbytes}
@@ -73,13 +82,19 @@ def _json_bytes(doc: Any, what: str) -> bytes:
         raise FormatProblem(f"{what} cannot be stored as JSON ({type(e).__name__}: {e})") from None
 
 
-def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None = None) -> int:
+def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None = None,
+               encoded: dict[str, Encoded] | None = None) -> int:
     """Writes graph to path as a .spore file; returns the number of bytes written. provenance (the source
     file's name and SHA-256, the passes applied, anything JSON) is stored with the producer filled in;
-    graph.metadata holds the user's key/values. Raises SporeFormatError if the graph cannot be stored."""
+    graph.metadata holds the user's key/values. `encoded` maps names of the graph's own initializers to
+    encodings already made (quantized codes: sporeling.quant); the others are stored raw. Raises
+    SporeFormatError if the graph cannot be stored."""
     path = os.fspath(path)
     try:
-        tensors = _Tensors()
+        unknown = sorted(set(encoded or {}) - set(graph.initializers))
+        if unknown:
+            raise FormatProblem(f"encodings given for {unknown[:3]}, which are not initializers of the graph")
+        tensors = _Tensors({id(graph.initializers[k]): v for k, v in (encoded or {}).items()})
         doc = {"graph": encode_graph(graph, tensors.add), "tensors": tensors.entries}
         if provenance is not None and not isinstance(provenance, dict):
             raise FormatProblem(f"provenance must be a dict, not {type(provenance).__name__}")

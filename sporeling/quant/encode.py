@@ -1,0 +1,86 @@
+"""From float weights to the bytes a .spore file stores: quantize, correct, code, keep the smallest.
+
+quantize_tensor() quantizes one weight (per output channel unless told otherwise), applies bias
+correction, and returns the codes, the parameters, and the relative RMS error of the result. encode()
+turns codes and parameters into the candidates a file can hold (bit-packed codes, FSE-coded codes) and
+keeps the smallest; the caller compares that with the float tensor's own size. channel_axes() finds,
+for each initializer, the axis of its output channels from the op that reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..format.codecs_quant import MAX_RATIO, Encoded, affine_header
+from ..ir import Graph
+from .bias_correction import bias_correct, mean_relative_rms_error
+from .bitpack import pack
+from .quantize import QuantParams, dequantize, quantize
+
+# Ops that pass a weight through unchanged on its way to the op that uses it (imported fp16/int8 weights).
+_PASS_THROUGH = {"Cast", "DequantizeLinear", "Identity"}
+
+
+@dataclass
+class Quantized:
+    codes: np.ndarray
+    params: QuantParams
+    error: float  # mean over channels of ||w - deq|| / ||w||
+
+
+def channel_axes(graph: Graph) -> dict[str, int]:
+    """Initializer name -> the axis of its output channels, from the op that consumes it (through Cast /
+    DequantizeLinear): 0 for Conv kernels and Gather tables, 1 for ConvTranspose, the last for a
+    MatMul's right operand, by transB for Gemm; 0 where nothing says otherwise."""
+    consumers = graph.consumers()
+    axes: dict[str, int] = {}
+    for name, arr in graph.initializers.items():
+        value, users = name, consumers.get(name, [])
+        while len(users) == 1 and users[0].op_type in _PASS_THROUGH:
+            value = users[0].outputs[0]
+            users = consumers.get(value, [])
+        axis = 0
+        for n in users:
+            slot = n.inputs.index(value)
+            if n.op_type == "ConvTranspose" and slot == 1:
+                axis = 1
+            elif n.op_type in ("MatMul", "FusedMatMul") and slot == 1:
+                axis = arr.ndim - 1
+            elif n.op_type == "Gemm" and slot == 1:
+                axis = 0 if n.attrs.get("transB", 0) else 1
+        axes[name] = axis
+    return axes
+
+
+def quantize_tensor(w: np.ndarray, bits: int, axis: int | None, *, bias_correction: bool = True,
+                    method: str = "mse", symmetric: bool = True) -> Quantized:
+    codes, params = quantize(w, bits, symmetric=symmetric, axis=axis, method=method)
+    if bias_correction:
+        params = bias_correct(w, codes, params)
+    deq = dequantize(codes, params, dtype=np.float64)
+    return Quantized(codes, params, mean_relative_rms_error(w, deq, axis))
+
+
+def affine(params: QuantParams) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) per channel with value = code * A + B: the form the file stores."""
+    zp, scale, shift = params.effective()
+    b = -zp * scale + (0.0 if shift is None else shift)
+    return np.atleast_1d(scale).astype(np.float32), np.atleast_1d(b).astype(np.float32)
+
+
+def encode(q: Quantized, entropy: bool = True) -> Encoded:
+    """The smaller of the bit-packed and the FSE-coded form of q (FSE only if `entropy`)."""
+    a, b = affine(q.params)
+    head = affine_header(a, b)
+    params = {"bits": q.params.bits, "axis": q.params.axis, "channels": int(a.size)}
+    best = Encoded("qpack", head + pack(q.codes, q.params.bits).tobytes(), params)
+    if entropy and q.codes.size:
+        from .fse import encode as fse_encode
+
+        coded = head + fse_encode(q.codes.reshape(-1))
+        decoded_bytes = q.codes.size * 4
+        if len(coded) < len(best.payload) and decoded_bytes <= MAX_RATIO * len(coded):
+            best = Encoded("qfse", coded, params)
+    return best

@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import stat
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from .graph_json import FormatProblem, show_value
 from .layout import (ALIGN, FORMAT_VERSION, HEADER_SIZE, MAX_JSON_BYTES, Header, Section, SporeFormatError, crc32,
                      unpack_header, unpack_table)
 
-KNOWN_SECTIONS = ("DATA", "GRAPH", "META")
+KNOWN_SECTIONS = ("DATA", "GRAPH", "GRAPHZ", "META")
 KNOWN_FEATURES: frozenset[str] = frozenset()  # names a graph document's "requires" list may hold
 MAX_NDIM = 64
 MAX_DIM = 1 << 62
@@ -86,9 +87,10 @@ class _File:
         for tag, s in self.sections.items():
             if tag not in KNOWN_SECTIONS and s.required:
                 raise FormatProblem(f"needs section {tag}, which this sporeling does not know: upgrade sporeling")
-        if "GRAPH" not in self.sections:
-            raise FormatProblem("has no GRAPH section")
-        self.doc = need_obj(self.json("GRAPH"), "graph section")
+        graph_tags = [t for t in ("GRAPH", "GRAPHZ") if t in self.sections]
+        if len(graph_tags) != 1:
+            raise FormatProblem("has no GRAPH section" if not graph_tags else "has both GRAPH and GRAPHZ sections")
+        self.doc = need_obj(self.json(graph_tags[0]), "graph section")
         self.meta = need_obj(self.json("META"), "META section") if "META" in self.sections else {}
         for feature in need_list(self.doc.get("requires", []), "graph section: requires"):
             if need_str(feature, "graph section: requires") not in KNOWN_FEATURES:
@@ -116,6 +118,8 @@ class _File:
             if crc32(raw) != s.crc:
                 raise FormatProblem(f"section {tag} checksum mismatch (the file is corrupt)")
             text = bytes(raw)
+        if tag == "GRAPHZ":
+            text = _inflate(text, tag)
         try:
             return json.loads(str(text, "utf-8"), parse_constant=_no_constants)
         except RecursionError:
@@ -141,6 +145,20 @@ class _File:
         if not isinstance(arr, np.ndarray) or arr.dtype != e.dtype or arr.shape != e.shape:
             raise FormatProblem(f"{e.where}: codec {e.codec.name} did not give a {e.dtype} array of shape {e.shape}")
         return arr
+
+
+def _inflate(data: bytes, tag: str) -> bytes:
+    """A zlib stream, decompressed to at most MAX_JSON_BYTES: a small section cannot become a huge one."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, MAX_JSON_BYTES + 1)
+    except zlib.error as e:
+        raise FormatProblem(f"section {tag} is not a valid zlib stream ({e})") from None
+    if len(text) > MAX_JSON_BYTES or inflater.unconsumed_tail:
+        raise FormatProblem(f"section {tag} decompresses to more than the limit of {MAX_JSON_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise FormatProblem(f"section {tag} is a truncated zlib stream or has bytes after it")
+    return text
 
 
 def _no_constants(name: str):

@@ -99,7 +99,10 @@ def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None
         if provenance is not None and not isinstance(provenance, dict):
             raise FormatProblem(f"provenance must be a dict, not {type(provenance).__name__}")
         meta = {**(provenance or {}), "producer": _producer()}
-        graph_bytes, meta_bytes = _json_bytes(doc, "the graph"), _json_bytes(meta, "the provenance")
+        # The graph goes in zlib'd (GRAPHZ): its JSON repeats names and keys, and shrinks 5-10x, which
+        # matters once the weights are compressed (a small model's graph can outweigh its codes).
+        graph_bytes = zlib.compress(_json_bytes(doc, "the graph"), 6)
+        meta_bytes = _json_bytes(meta, "the provenance")
     except FormatProblem as e:
         raise SporeFormatError(f"{path}: cannot save: {e}") from None
     except RecursionError:
@@ -110,7 +113,7 @@ def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None
     meta_at = graph_at + len(graph_bytes) + pad_to(len(graph_bytes))
     table_at = meta_at + len(meta_bytes) + pad_to(len(meta_bytes))
     sections = [Section("DATA", REQUIRED, 0, data_at, tensors.size),
-                Section("GRAPH", REQUIRED, crc32(graph_bytes), graph_at, len(graph_bytes)),
+                Section("GRAPHZ", REQUIRED, crc32(graph_bytes), graph_at, len(graph_bytes)),
                 Section("META", 0, crc32(meta_bytes), meta_at, len(meta_bytes))]
     file_size = table_at + len(sections) * 32
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import zlib
 
 import numpy as np
 
@@ -142,18 +143,22 @@ def explode(blob: bytes) -> tuple[dict, dict, bytes, list]:
     head = layout.unpack_header(blob, len(blob))
     sections = layout.unpack_table(blob, head)
     part = {t: blob[s.offset : s.offset + s.length] for t, s in sections.items()}
-    return json.loads(part["GRAPH"]), json.loads(part.get("META", b"{}")), part.get("DATA", b""), sections
+    graph = part["GRAPH"] if "GRAPH" in part else zlib.decompress(part["GRAPHZ"])
+    return json.loads(graph), json.loads(part.get("META", b"{}")), part.get("DATA", b""), sections
 
 
 def build(doc, meta=None, data: bytes = b"", *, graph_bytes: bytes | None = None, version=layout.FORMAT_VERSION,
           extra: list[tuple[str, int, bytes]] = (), header_size: int = 64, entry_size: int = 32,
-          count: int | None = None) -> bytes:
+          count: int | None = None, plain_graph: bool = False, graphz: bytes | None = None) -> bytes:
     """A file from parts, every checksum right, so crafted files get past the checksums to the checks behind
     them. extra: more (tag, flags, bytes) sections; header_size and entry_size above 64 and 32 stand for a
     newer minor version's longer header and table entries (the extra bytes are 0xEE); count overrides the
-    section count the header gives."""
+    section count the header gives. The graph goes in zlib'd as GRAPHZ, as the writer does, or as plain
+    GRAPH JSON (format 1.0's way, still read) with plain_graph; graphz gives the GRAPHZ bytes as they are."""
     gb = graph_bytes if graph_bytes is not None else _compact(doc)
-    parts = [("DATA", layout.REQUIRED, data), ("GRAPH", layout.REQUIRED, gb)]
+    graph_part = ("GRAPH", layout.REQUIRED, gb) if plain_graph else \
+        ("GRAPHZ", layout.REQUIRED, zlib.compress(gb) if graphz is None else graphz)
+    parts = [("DATA", layout.REQUIRED, data), graph_part]
     if meta is not None:
         parts.append(("META", 0, _compact(meta)))
     parts += list(extra)

@@ -132,3 +132,35 @@ def test_the_specifications_example_reads(tmp_path):
     assert g.nodes[1].attrs["then_branch"].nodes[0].op_type == "Neg"
     assert g.initializers["w"].shape == (8, 3, 3, 3) and float(g.initializers["w"].sum()) == 216.0
     assert g.initializers["labels"].tolist() == ["cat", "dog"]
+
+
+def test_a_format_1_0_file_with_a_plain_graph_section_is_read(model):
+    g, (doc, meta, data, _), path = model
+    blob = build(doc, meta, data, version=(1, 0), plain_graph=True)
+    assert_graphs_identical(load_spore(_write(path, blob)), g)
+
+
+def test_graphz_that_inflates_past_the_limit_is_refused(model, monkeypatch):
+    import zlib
+
+    import sporeling.format.reader as reader
+
+    _, (doc, meta, data, _), path = model
+    text = json.dumps(doc).encode() + b" " * 4096  # whitespace: valid JSON that compresses very well
+    packed = zlib.compress(text)
+    blob = build(doc, meta, data, graphz=packed)
+    limit = (len(packed) + len(text)) // 2  # the real limit is 256 MiB; the rule is the same
+    monkeypatch.setattr(reader, "MAX_JSON_BYTES", limit)
+    with pytest.raises(SporeFormatError, match=f"decompresses to more than the limit of {limit}"):
+        load_spore(_write(path, blob))
+
+
+def test_graphz_that_is_not_zlib_is_refused(model):
+    import zlib
+
+    _, (doc, meta, data, _), path = model
+    good = zlib.compress(json.dumps(doc).encode())
+    for bad, match in ((b"not zlib at all", "not a valid zlib stream"), (good[:-6], "truncated zlib stream"),
+                       (good + b"tail", "bytes after it")):
+        with pytest.raises(SporeFormatError, match=match):
+            load_spore(_write(path, build(doc, meta, data, graphz=bad)))

@@ -264,13 +264,14 @@ def _patch_header(blob: bytes, fmt: str, offset: int, value: int) -> bytes:
     return bytes(b)
 
 
-CONTAINER_CASES = {  # sections in the writer's order: 0 DATA, 1 GRAPH, 2 META
+CONTAINER_CASES = {  # sections in the writer's order: 0 DATA, 1 GRAPHZ, 2 META
     "section past the end": (lambda b: _patch_entry(b, 1, offset=len(b) + 64), "lies outside the file"),
     "section length 2^64-1": (lambda b: _patch_entry(b, 1, length=(1 << 64) - 1), "lies outside the file"),
     "section over the header": (lambda b: _patch_entry(b, 2, offset=0), "lies outside the file"),
     "sections overlapping": (lambda b: _patch_entry(b, 2, offset=64), "overlap"),
     "section over the table": (lambda b: _patch_entry(b, 2, length=len(b) - _entry_offset(b, 2)), "overlap"),
-    "duplicate tag": (lambda b: _patch_entry(b, 2, tag=b"GRAPH\0\0\0"), "appears twice"),
+    "duplicate tag": (lambda b: _patch_entry(b, 2, tag=b"GRAPHZ\0\0"), "appears twice"),
+    "GRAPH and GRAPHZ": (lambda b: _patch_entry(b, 2, tag=b"GRAPH\0\0\0"), "both GRAPH and GRAPHZ"),
     "control byte in tag": (lambda b: _patch_entry(b, 2, tag=b"ME\x01A\0\0\0\0"), "invalid tag"),
     "no GRAPH": (lambda b: _patch_entry(b, 1, tag=b"OTHER\0\0\0", flags=0), "has no GRAPH section"),
     "unknown required": (lambda b: _patch_entry(b, 1, tag=b"OTHER\0\0\0"), "needs section OTHER"),

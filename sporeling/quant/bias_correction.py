@@ -24,6 +24,8 @@ import numpy as np
 
 from .quantize import QuantParams, _rows, dequantize
 
+TINY = float(np.finfo(np.float32).tiny)  # below this a channel's norm is no signal
+
 
 def bias_correct(w: np.ndarray, codes: np.ndarray, params: QuantParams) -> QuantParams:
     """params with gain and shift set so that each channel of dequantize(codes, result) keeps the mean
@@ -59,7 +61,10 @@ def relative_rms_error(w: np.ndarray, deq: np.ndarray, axis: int | None = 0) -> 
     diff = _rows(np.subtract(deq, w, dtype=np.float64), axis)
     norm = np.sqrt(np.einsum("ij,ij->i", ref, ref))
     err = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    return np.where(norm > 0, err / np.where(norm > 0, norm, 1.0), np.where(err > 0, 1.0, 0.0))
+    # A channel of float32 denormals (exporters leave pruned channels at ~1e-40) is a zero channel: its
+    # scale underflows and it comes back as zeros, which is no error worth a bit.
+    live = norm > TINY
+    return np.where(live, err / np.where(live, norm, 1.0), np.where(err > TINY, 1.0, 0.0))
 
 
 def mean_relative_rms_error(w: np.ndarray, deq: np.ndarray, axis: int | None = 0) -> float:

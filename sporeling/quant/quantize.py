@@ -76,6 +76,13 @@ def _rows(w: np.ndarray, axis: int | None) -> np.ndarray:
     return np.moveaxis(w, axis, 0).reshape(w.shape[axis], int(np.prod(np.delete(w.shape, axis))))
 
 
+def _unrows(rows: np.ndarray, shape: tuple[int, ...], axis: int | None) -> np.ndarray:
+    """The inverse of _rows: (C, n) back to `shape`, channels along `axis`."""
+    if axis is None:
+        return rows.reshape(shape)
+    return np.moveaxis(rows.reshape((shape[axis],) + tuple(np.delete(shape, axis))), 0, axis)
+
+
 def _broadcast(v: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
     """A per-channel vector shaped to broadcast against the tensor."""
     if axis is None:
@@ -162,8 +169,7 @@ def quantize(w: np.ndarray, bits: int, *, symmetric: bool = True, axis: int | No
                 better = err < best
                 best[better], scale[better], zp[better] = err[better], s_r[better], z_r[better]
     codes = _codes(rows, scale, zp, bits, symmetric).astype(code_dtype(bits))
-    codes = np.moveaxis(codes.reshape((w.shape[axis],) + tuple(np.delete(w.shape, axis))), 0, axis) \
-        if axis is not None else codes.reshape(w.shape)
+    codes = _unrows(codes, w.shape, axis)
     if axis is None:
         scale, zp = scale.reshape(()), zp.reshape(())
     return np.ascontiguousarray(codes), QuantParams(bits, bool(symmetric), axis, scale, zp)

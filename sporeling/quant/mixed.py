@@ -1,0 +1,127 @@
+"""The original's mixed-bit search: an error target per tensor, the step found by binary search, the bits
+left to the entropy coder, and a model-level target tuned on sample inputs.
+
+Per tensor, quantization is symmetric per output channel with L positive levels (codes 0..2L, zero at
+L, scale_c = max|w_c| / L): L is the quantization step in disguise. For a target t, the binary search
+finds the smallest L whose mean over channels of the relative RMS error ||w_c - deq_c|| / ||w_c|| (bias
+correction applied inside the loop, as the stored weights will have it) is at most t. The codes then
+go to the FSE coder, which spends on each the bits its frequency deserves: a tensor at L = 20 needs
+6-bit codes but codes to about 3-4 bits per weight. Errors are memoised per (tensor, L), so tuning the
+model-level target costs little beyond the first search.
+
+Model level: tune() bisects the target on a log scale for the largest t whose outputs keep a cosine
+similarity of at least `target_cosine` to the float model's on every sample input and output (random
+inputs when no data is given). Evaluation rebuilds the weights exactly as the file will decode them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import numpy as np
+
+from ..ir import Graph
+from .bias_correction import bias_correct, mean_relative_rms_error
+from .encode import Quantized, affine
+from .quantize import QuantParams, _rows, _unrows, dequantize
+
+MAX_LEVELS = (1 << 15) - 1  # codes 0..2L fit 16 bits
+DEFAULT_TARGET = 0.02
+
+
+def quantize_levels(w: np.ndarray, levels: int, axis: int | None, bias_correction: bool = True) -> Quantized:
+    """Symmetric quantization with `levels` positive levels per channel (codes 0..2*levels)."""
+    rows = _rows(np.asarray(w), axis).astype(np.result_type(w.dtype, np.float32), copy=False)
+    peak = np.abs(rows).max(axis=1, initial=0).astype(np.float64)
+    scale = (peak / levels).astype(np.float32)
+    scale[~(scale >= np.finfo(np.float32).tiny) | ~np.isfinite(scale)] = 1.0
+    q = np.rint(rows / scale[:, None].astype(rows.dtype))
+    q += levels
+    np.clip(q, 0, 2 * levels, out=q)
+    bits = max(1, math.ceil(math.log2(2 * levels + 1)))
+    codes = np.ascontiguousarray(_unrows(q.astype(np.uint8 if bits <= 8 else np.uint16), w.shape, axis))
+    zp = np.full(scale.shape, levels, np.int32)
+    if axis is None:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    params = QuantParams(bits, True, axis, scale, zp)
+    if bias_correction:
+        params = bias_correct(w, codes, params)
+    return Quantized(codes, params, mean_relative_rms_error(w, dequantize(codes, params, np.float64), axis))
+
+
+class TensorSearch:
+    """One weight's binary search over L, with every error it measured remembered."""
+
+    def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool = True):
+        self.w, self.axis, self.bias_correction = w, axis, bias_correction
+        self.errors: dict[int, float] = {}
+
+    def error(self, levels: int) -> float:
+        if levels not in self.errors:
+            self.errors[levels] = quantize_levels(self.w, levels, self.axis, self.bias_correction).error
+        return self.errors[levels]
+
+    def levels_for(self, target: float) -> int:
+        """The smallest L with error <= target (MAX_LEVELS if none is)."""
+        lo, hi = 1, MAX_LEVELS
+        if self.error(lo) <= target:
+            return lo
+        while hi - lo > 1:  # invariant: error(lo) > target, and hi is the best candidate so far
+            mid = (lo + hi) // 2
+            if self.error(mid) <= target:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def quantize(self, target: float) -> Quantized:
+        return quantize_levels(self.w, self.levels_for(target), self.axis, self.bias_correction)
+
+
+def decoded(q: Quantized, dtype: np.dtype) -> np.ndarray:
+    """The weight as the file will give it back: code * A + B in float32, then the stored dtype."""
+    a, b = affine(q.params)
+    where = [1] * q.codes.ndim
+    if q.params.axis is not None:
+        where[q.params.axis] = -1
+    out = q.codes.astype(np.float32) * a.reshape(where) + b.reshape(where)
+    return out.astype(dtype, copy=False)
+
+
+def with_weights(graph: Graph, weights: dict[str, np.ndarray]) -> Graph:
+    """A copy of graph (sharing every other array) with some initializers replaced."""
+    g = copy.copy(graph)
+    g.initializers = {**graph.initializers, **weights}
+    return g
+
+
+def tune(searches: dict[str, TensorSearch], score: Callable[[dict[str, Quantized]], float], target_cosine: float,
+         lo: float = 0.001, hi: float = 0.3, steps: int = 8,
+         progress: Callable[[str], None] = lambda s: None) -> tuple[float, dict[str, Quantized], float]:
+    """The largest per-tensor error target in [lo, hi] whose score (the worst output cosine) is at least
+    target_cosine, by bisection on log(target). Returns (target, quantized tensors, score)."""
+
+    def attempt(t: float) -> tuple[dict[str, Quantized], float]:
+        qs = {name: s.quantize(t) for name, s in searches.items()}
+        value = score(qs)
+        progress(f"target error {t:.4f}: worst output cosine {value:.5f}")
+        return qs, value
+
+    best_qs, best_score = attempt(lo)
+    best = lo
+    if best_score < target_cosine:
+        return best, best_qs, best_score  # even the finest target misses: the caller reports it
+    qs, value = attempt(hi)
+    if value >= target_cosine:
+        return hi, qs, value
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(steps):
+        mid = math.exp((a + b) / 2)
+        qs, value = attempt(mid)
+        if value >= target_cosine:
+            a, best, best_qs, best_score = math.log(mid), mid, qs, value
+        else:
+            b = math.log(mid)
+    return best, best_qs, best_score

@@ -1,0 +1,204 @@
+"""Quantized tensors in .spore files (codecs qpack/qfse) and sporeling.compress with the fixed method."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sporeling.format import Encoded, SporeFormatError, load_spore, save_spore
+from sporeling.ir import Graph, Node, ValueInfo
+from sporeling.quant.encode import affine, encode, quantize_tensor
+from sporeling.quant.quantize import dequantize
+
+rng = np.random.default_rng(0)
+
+
+def conv_graph(c_out=32, c_in=16, k=3, dtype=np.float32) -> Graph:
+    w = (rng.standard_normal((c_out, c_in, k, k)) * rng.uniform(0.1, 2.0, (c_out, 1, 1, 1))).astype(dtype)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    x = ValueInfo("x", np.dtype(np.float32), (1, c_in, 8, 8))
+    y = ValueInfo("y", np.dtype(np.float32), (1, c_out, 8, 8))
+    nodes = [Node("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}), Node("Relu", ["c"], ["y"])]
+    if dtype != np.float32:
+        nodes.insert(0, Node("Cast", ["w16"], ["w"], {"to": 1}))
+        return Graph(nodes, [x], [y], {"w16": w, "b": b}, opsets={"": 17})
+    return Graph(nodes, [x], [y], {"w": w, "b": b}, opsets={"": 17})
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8, 12, 16])
+@pytest.mark.parametrize("axis", [0, None])
+def test_quantized_tensor_round_trips_through_the_file(tmp_path, bits, axis):
+    g = conv_graph()
+    w = g.initializers["w"]
+    q = quantize_tensor(w, bits, axis)
+    enc = encode(q, entropy=False)
+    assert enc.codec == "qpack"
+    save_spore(g, tmp_path / "m.spore", encoded={"w": enc})
+    back = load_spore(tmp_path / "m.spore").initializers["w"]
+    expected = dequantize(q.codes, q.params, dtype=np.float64)
+    assert back.dtype == np.float32 and back.shape == w.shape
+    np.testing.assert_allclose(back, expected, rtol=2e-6, atol=2e-6 * float(np.abs(expected).max()))
+    assert np.array_equal(load_spore(tmp_path / "m.spore").initializers["b"], g.initializers["b"])
+
+
+def test_float16_weights_come_back_float16(tmp_path):
+    g = conv_graph(dtype=np.float16)
+    q = quantize_tensor(g.initializers["w16"], 8, 0)
+    save_spore(g, tmp_path / "m.spore", encoded={"w16": encode(q, entropy=False)})
+    back = load_spore(tmp_path / "m.spore").initializers["w16"]
+    assert back.dtype == np.float16
+    ref = g.initializers["w16"].astype(np.float32)
+    assert np.linalg.norm(back.astype(np.float32) - ref) / np.linalg.norm(ref) < 0.01
+
+
+def test_affine_form_matches_dequantize():
+    w = rng.standard_normal((8, 50)).astype(np.float32)
+    for symmetric in (True, False):
+        q = quantize_tensor(w, 5, 0, bias_correction=True, symmetric=symmetric)
+        a, b = affine(q.params)
+        np.testing.assert_allclose(q.codes * a[:, None] + b[:, None], dequantize(q.codes, q.params), rtol=1e-5,
+                                   atol=1e-6)
+
+
+
+
+@pytest.mark.parametrize("params,fragment", [({"bits": 17, "axis": 0, "channels": 32}, "bits"),
+                                             ({"bits": 8, "axis": 5, "channels": 32}, "axis"),
+                                             ({"bits": 8, "axis": 0, "channels": 31}, "channels"),
+                                             ({"bits": 4, "axis": 0, "channels": 32}, "pack into")])
+def test_bad_quantized_entries_are_format_errors(tmp_path, params, fragment):
+    g = conv_graph()
+    q = quantize_tensor(g.initializers["w"], 8, 0)
+    good = encode(q, entropy=False)
+    save_spore(g, tmp_path / "m.spore", encoded={"w": Encoded("qpack", good.payload, params)})
+    with pytest.raises(SporeFormatError, match=fragment):
+        load_spore(tmp_path / "m.spore")
+
+
+def test_unknown_initializer_in_encoded_is_refused(tmp_path):
+    g = conv_graph()
+    with pytest.raises(SporeFormatError, match="not initializers"):
+        save_spore(g, tmp_path / "m.spore", encoded={"nope": Encoded("qpack", b"", {})})
+
+
+def test_compress_fixed_bits_shrinks_and_keeps_outputs(tmp_path):
+    pytest.importorskip("onnx")
+    import onnx
+
+    from sporeling import load
+    from sporeling.frontends.onnx_export import export_onnx
+    from sporeling.quant.compress import compress
+
+    g = conv_graph(c_out=64, c_in=64)
+    export_onnx(g, tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx.load(tmp_path / "m.onnx"))
+    sizes = {}
+    for bits in (8, 4):
+        report = compress(tmp_path / "m.onnx", tmp_path / f"m{bits}.spore", method="fixed", bits=bits, verbose=False)
+        sizes[bits] = report["output_bytes"]
+        (layer,) = report["layers"]
+        assert layer["name"] == "w" and layer["bits"] == bits and layer["codec"] in ("qpack", "qfse")
+        assert layer["bits_per_weight"] <= bits + 0.2  # the per-channel scales cost a little
+        assert report["cosine"]["y"] > (0.999 if bits == 8 else 0.98)
+        json.dumps(report)  # the report is plain JSON
+        model = load(tmp_path / f"m{bits}.spore")
+        assert model.graph.initializers["w"].dtype == np.float32
+    assert sizes[4] < sizes[8] < (tmp_path / "m.onnx").stat().st_size / 3
+
+
+def test_compress_cli_writes_report(tmp_path):
+    pytest.importorskip("onnx")
+    from sporeling.frontends.onnx_export import export_onnx
+
+    from ..test_cli import cli
+
+    export_onnx(conv_graph(c_out=64, c_in=64), tmp_path / "m.onnx")
+    r = cli("compress", tmp_path / "m.onnx", "-o", tmp_path / "m.spore", "--method", "fixed", "--bits", "6",
+            "--report", tmp_path / "r.json")
+    assert r.returncode == 0, r.stderr
+    assert "output cosine to float" in r.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["bits"] == 6 and report["ratio"] > 3
+    r = cli("compress", tmp_path / "m.onnx", "-o", tmp_path / "m.spore", "--method", "fixed", "--bits", "17")
+    assert r.returncode == 2 and "bits" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mixed_search_meets_its_cosine_target_on_its_samples(tmp_path):
+    pytest.importorskip("onnx")
+    from sporeling.frontends.onnx_export import export_onnx
+    from sporeling.quant.compress import compress
+
+    export_onnx(conv_graph(c_out=64, c_in=64), tmp_path / "m.onnx")
+    for method in ("original", "mixed"):
+        loose = compress(tmp_path / "m.onnx", tmp_path / "a.spore", method=method, target_cosine=0.99, verbose=False)
+        tight = compress(tmp_path / "m.onnx", tmp_path / "b.spore", method=method, target_cosine=0.9999,
+                         verbose=False)
+        for r in (loose, tight):
+            assert r["method"] == method and r["met"] and r["search_cosine"] >= r["target_cosine"]
+            assert r["cosine"]["y"] >= r["target_cosine"] - 1e-3  # a fresh random input, not one of the samples
+        assert tight["output_bytes"] > loose["output_bytes"]
+        if method == "original":
+            assert tight["target_error"] < loose["target_error"]
+        else:
+            assert set(loose["sensitivity"]) == {"w"}
+
+
+def test_allocation_spends_bytes_where_the_output_is_sensitive():
+    from sporeling.quant.allocate import Candidates
+
+    w = rng.standard_normal((32, 64)).astype(np.float32)
+    c = Candidates(w, 0, True)
+    errors = [e for _, e, _ in c.table]
+    sizes = [b for _, _, b in c.table]
+    assert errors == sorted(errors, reverse=True) and sizes == sorted(sizes)  # finer levels: less error, more bytes
+    picks = [c.pick(1.0, lam) for lam in (1e-12, 1e-6, 1e-3, 1.0)]
+    assert picks == sorted(picks, reverse=True) and picks[0] > picks[-1]  # a higher price of bytes: coarser
+    assert c.pick(1e3, 1e-6) >= c.pick(1.0, 1e-6)  # a more sensitive tensor gets at least as many levels
+
+
+def test_tensor_search_finds_the_coarsest_step_meeting_the_target():
+    from sporeling.quant.mixed import TensorSearch
+
+    w = rng.standard_normal((16, 300)).astype(np.float32)
+    search = TensorSearch(w, 0)
+    for target in (0.3, 0.05, 0.01):
+        levels = search.levels_for(target)
+        assert search.error(levels) <= target
+        assert levels == 1 or search.error(levels - 1) > target
+    assert search.levels_for(0.01) > search.levels_for(0.05) > search.levels_for(0.3)
+
+
+def test_denormal_channels_count_as_zero():
+    from sporeling.quant.bias_correction import relative_rms_error
+    from sporeling.quant.mixed import quantize_levels
+
+    w = rng.standard_normal((4, 50)).astype(np.float32)
+    w[2] = np.float32(1e-40)  # a pruned channel an exporter left as denormals
+    q = quantize_levels(w, 127, 0)
+    assert q.error < 0.01
+    assert relative_rms_error(w, np.where(np.arange(4)[:, None] == 2, 0, w), 0)[2] == 0
+
+
+def test_calibration_inputs_from_npz_file_and_folder(tmp_path):
+    pytest.importorskip("onnx")
+    from sporeling.errors import SporelingError
+    from sporeling.frontends.onnx_export import export_onnx
+    from sporeling.quant.compress import compress, load_calibration
+
+    export_onnx(conv_graph(c_out=64, c_in=64), tmp_path / "m.onnx")
+    x = rng.standard_normal((3, 1, 64, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    (tmp_path / "calib").mkdir()
+    for i in range(2):
+        np.savez(tmp_path / "calib" / f"{i}.npz", x=x[i])
+    samples = load_calibration(tmp_path / "calib.npz")
+    assert len(samples) == 3 and np.array_equal(samples[1]["x"], x[1])
+    assert len(load_calibration(tmp_path / "calib")) == 2
+    report = compress(tmp_path / "m.onnx", tmp_path / "c.spore", calib=tmp_path / "calib.npz", verbose=False)
+    assert report["met"] and report["search_cosine"] >= 0.995
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(SporelingError, match="bad.npz"):
+        load_calibration(tmp_path / "bad.npz")
+    np.savez(tmp_path / "ragged.npz", x=x, y=x[:2])
+    with pytest.raises(SporelingError, match="same number of samples"):
+        load_calibration(tmp_path / "ragged.npz")

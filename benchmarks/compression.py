@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -45,16 +44,13 @@ sys.path[:0] = [p for p in (_HERE, os.path.dirname(_HERE)) if p not in sys.path]
 import numpy as np  # noqa: E402
 
 import real_inputs as ri  # noqa: E402
+from common import one_line  # noqa: E402
+from common import versions as library_versions  # noqa: E402
 
 METHODS = {"fixed8": ("fixed", 8), "fixed6": ("fixed", 6), "fixed4": ("fixed", 4), "original": ("original", None),
            "mixed": ("mixed", None), "mixed-calib": ("mixed", None)}
 PEERS = ["ort", "zstd"]
 TARGET_RATIO, TARGET_COSINE, TARGET_ACC_DROP = 7.0, 0.995, 0.01
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:200]
 
 
 # ---- engines and peers ----
@@ -335,12 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                          ("bench (random weights)", "Bench models, seeded random weights (not in the averages)")):
         print_summary([s for s in summary if s["set"] == label], title)
 
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("sporeling", "onnxruntime", "zstandard"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception as e:  # noqa: BLE001
-            versions[mod] = f"unavailable ({one_line(e)})"
+    versions = library_versions("sporeling", "onnxruntime", "zstandard")
     result = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions,
               "quick": args.quick, "methods": methods, "peers": peers,
               "targets": {"x_float_arith": TARGET_RATIO, "cos_mean": TARGET_COSINE, "acc_drop": TARGET_ACC_DROP},

@@ -37,13 +37,10 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from benchmarks import models as bench_models  # noqa: E402
+from benchmarks.common import one_line  # noqa: E402
+from benchmarks.common import versions as library_versions  # noqa: E402
 
 ENGINES = ("sporeling", "onnxruntime", "torch")
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:200]
 
 
 def cpu_model() -> str:
@@ -266,12 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(bench_model(name, args.threads, args.runs, args.warmup, sporeling))
     print_table(rows, args.threads, args.runs)
 
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("sporeling", "onnxruntime", "torch"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception as e:  # noqa: BLE001
-            versions[mod] = f"unavailable ({one_line(e)})"
+    versions = library_versions("sporeling", "onnxruntime", "torch")
     result = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},

@@ -42,6 +42,19 @@ def affine_header(a: np.ndarray, b: np.ndarray) -> bytes:
     return np.asarray(a, "<f4").tobytes() + np.asarray(b, "<f4").tobytes()
 
 
+def dequantize_affine(codes: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int | None, dtype) -> np.ndarray:
+    """code * A[c] + B[c] per channel c along axis (one A, B per tensor when axis is None), computed in
+    float32 and then cast to dtype: the one definition of what a quantized tensor decodes to."""
+    out = codes.astype(np.float32)
+    if out.size:
+        where = [1] * out.ndim
+        if axis is not None:
+            where[axis] = a.size
+        np.multiply(out, a.reshape(where), out=out)
+        np.add(out, b.reshape(where), out=out)
+    return out if np.dtype(dtype) == np.float32 else out.astype(dtype)
+
+
 def _check_params(params: dict, shape: tuple[int, ...]) -> tuple[int, int | None, int]:
     bits, axis, channels = params.get("bits"), params.get("axis"), params.get("channels")
     if type(bits) is not int or not 1 <= bits <= 16:
@@ -77,14 +90,7 @@ class _AffineCodec:
         codes = self.codes(buf[head:], bits, count)
         if codes.size != count:
             raise ValueError(f"{codes.size} codes for {count} elements")
-        out = codes.astype(np.float32).reshape(shape)
-        if count:
-            where = [1] * len(shape)
-            if axis is not None:
-                where[axis] = channels
-            np.multiply(out, a.reshape(where), out=out)
-            np.add(out, b.reshape(where), out=out)
-        return out if dtype == np.float32 else out.astype(dtype)
+        return dequantize_affine(codes.reshape(shape), a, b, axis, dtype)
 
 
 class PackedCodec(_AffineCodec):

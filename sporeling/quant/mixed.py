@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..format.codecs_quant import dequantize_affine
 from ..ir import Graph
 from .bias_correction import bias_correct, mean_relative_rms_error
 from .encode import Quantized, affine
@@ -83,11 +84,7 @@ class TensorSearch:
 def decoded(q: Quantized, dtype: np.dtype) -> np.ndarray:
     """The weight as the file will give it back: code * A + B in float32, then the stored dtype."""
     a, b = affine(q.params)
-    where = [1] * q.codes.ndim
-    if q.params.axis is not None:
-        where[q.params.axis] = -1
-    out = q.codes.astype(np.float32) * a.reshape(where) + b.reshape(where)
-    return out.astype(dtype, copy=False)
+    return dequantize_affine(q.codes, a, b, q.params.axis, dtype)
 
 
 def with_weights(graph: Graph, weights: dict[str, np.ndarray]) -> Graph:

@@ -4,19 +4,25 @@ The original gives every tensor the same error target. But layers differ: an err
 convolution or the classifier moves the outputs far more than the same relative error in a wide middle
 layer, and a large tensor costs more bytes per step of precision than a small one. So we:
 
-1. measure each tensor's sensitivity once: quantize that tensor alone coarsely (PROBE_LEVELS), run the
-   sample inputs, and take s_i = (1 - worst output cosine) / e_i^2, with e_i its relative weight error
-   (output distortion grows with the square of a small weight error, so s_i holds across steps);
-2. for each tensor and each candidate L (LEVEL_GRID), know e_i(L) and the coded size b_i(L) (from the
-   codes' empirical entropy, which FSE reaches within about 1%);
+1. measure each tensor's sensitivity once: quantize that tensor alone, run the sample inputs, and take
+   s_i = (1 - worst output agreement) / e_i^2, with e_i its relative weight error. Output distortion
+   grows with the square of a small weight error, but only while it is small: a probe that wrecks the
+   outputs saturates (1 - cosine cannot pass 1) and would call the most sensitive layer tame. So the
+   probe starts at PROBE_LADDER[0] levels and goes finer until the loss is below LINEAR_LOSS;
+2. for each tensor and each candidate L (LEVEL_GRID), know e_i(L) (per-channel clipping searched for
+   coarse L) and the coded size b_i(L) (the codes' empirical entropy, which FSE reaches within about
+   1%, plus the per-channel scales);
 3. for a Lagrange multiplier lam, let every tensor pick the L minimising s_i * e_i(L)^2 + lam * b_i(L):
-   predicted distortion and size trade off at one price everywhere, which is the optimum of the
-   additive model for that size;
-4. bisect lam (on a log scale) for the smallest model whose measured worst output cosine on the sample
-   inputs is still at least the target.
+   predicted distortion and size trade off at one price everywhere, the optimum of the additive model
+   for that size;
+4. bisect lam (on a log scale) for the smallest model whose measured worst output agreement on the
+   sample inputs is still at least the target; every allocation measured is remembered and the
+   smallest one that met the target wins, whatever the bisection did after it;
+5. refine: the additive model is only a model, so from the winner, coarsen the tensors whose next
+   coarser level saves the most bytes per unit of predicted distortion, a batch at a time, keeping a
+   batch only if the measured agreement still meets the target (the batch halves on a miss).
 
-Measurements: len(tensors) probe evaluations plus about 10 for the bisection, each one model run per
-sample input.
+Measurements: one to three probes per tensor, up to `steps` for the bisection and `refine` more.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from .encode import Quantized
 from .mixed import quantize_levels
 
 LEVEL_GRID = (1, 2, 3, 5, 7, 11, 15, 23, 31, 47, 63, 95, 127, 191, 255, 511, 1023, 4095)
-PROBE_LEVELS = 7
+PROBE_LADDER = (31, 127, 1023)
+LINEAR_LOSS = 0.01
 HEADER_BYTES = 64  # FSE header and per-tensor overhead, roughly; per-channel scales are added exactly
 
 
@@ -41,15 +48,15 @@ def entropy_bytes(codes: np.ndarray) -> float:
 
 
 class Candidates:
-    """For one tensor: error and coded size at every level of LEVEL_GRID (computed on first use)."""
+    """For one tensor: error and coded size at every level of LEVEL_GRID."""
 
-    def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool):
+    def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool, scale_bytes: int = 8):
         self.w, self.axis, self.bias_correction = w, axis, bias_correction
         channels = 1 if axis is None else w.shape[axis]
         self.table: list[tuple[int, float, float]] = []
         for levels in LEVEL_GRID:
-            q = quantize_levels(w, levels, axis, bias_correction)
-            self.table.append((levels, q.error, entropy_bytes(q.codes) + 8 * channels + HEADER_BYTES))
+            q = self.quantize(levels)
+            self.table.append((levels, q.error, entropy_bytes(q.codes) + scale_bytes * channels + HEADER_BYTES))
 
     def error_at(self, levels: int) -> float:
         return next(e for lv, e, _ in self.table if lv == levels)
@@ -57,40 +64,91 @@ class Candidates:
     def pick(self, sensitivity: float, lam: float) -> int:
         return min(self.table, key=lambda t: sensitivity * t[1] ** 2 + lam * t[2])[0]
 
+    def coarser(self, levels: int) -> tuple[int, float, float] | None:
+        """The next coarser entry after `levels` that is smaller, or None."""
+        i = next(k for k, t in enumerate(self.table) if t[0] == levels)
+        size = self.table[i][2]
+        return next((t for t in reversed(self.table[:i]) if t[2] < size), None)
+
+    def size_at(self, levels: int) -> float:
+        return next(b for lv, _, b in self.table if lv == levels)
+
     def quantize(self, levels: int) -> Quantized:
-        return quantize_levels(self.w, levels, self.axis, self.bias_correction)
+        return quantize_levels(self.w, levels, self.axis, self.bias_correction, clip=True)
 
 
 def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quantized]], float],
-             target_cosine: float, progress: Callable[[str], None] = lambda s: None, steps: int = 12
-             ) -> tuple[dict[str, Quantized], float, dict[str, float]]:
-    """Returns (quantized tensors, their measured worst cosine, sensitivities)."""
+             target_cosine: float, progress: Callable[[str], None] = lambda s: None, steps: int = 12,
+             refine: int = 8) -> tuple[dict[str, Quantized], float, dict[str, float]]:
+    """Returns (quantized tensors, their measured worst agreement, sensitivities)."""
     sens = {}
     for name, c in candidates.items():
-        q = c.quantize(PROBE_LEVELS)
-        loss = max(1.0 - score({name: q}), 1e-12)
+        for levels in PROBE_LADDER:
+            q = c.quantize(levels)
+            loss = max(1.0 - score({name: q}), 1e-12)
+            if loss <= LINEAR_LOSS:
+                break
         sens[name] = loss / max(q.error, 1e-12) ** 2
     progress(f"sensitivities measured for {len(sens)} tensors (max/min {max(sens.values()) / min(sens.values()):.3g})"
              if sens else "nothing to quantize")
+    if not candidates:
+        return {}, 1.0, sens
 
-    def build(lam: float) -> tuple[dict[str, Quantized], float]:
-        qs = {n: c.quantize(c.pick(sens[n], lam)) for n, c in candidates.items()}
-        value = score(qs)
-        size = sum(entropy_bytes(q.codes) for q in qs.values())
-        progress(f"price {lam:.3g}: ~{size / 1024:.0f} KiB of codes, worst output cosine {value:.5f}")
-        return qs, value
+    tried: dict[tuple, tuple[float, float]] = {}  # levels per tensor -> (predicted size, measured value)
+
+    def measure(levels: dict[str, int], what: str) -> float:
+        key = tuple(levels[n] for n in candidates)
+        if key not in tried:
+            qs = {n: candidates[n].quantize(lv) for n, lv in levels.items()}
+            size = sum(candidates[n].size_at(lv) for n, lv in levels.items())
+            tried[key] = (size, score(qs))
+            progress(f"{what}: ~{size / 1024:.0f} KiB, worst output agreement {tried[key][1]:.5f}")
+        return tried[key][1]
+
+    def at_price(lam: float) -> dict[str, int]:
+        return {n: c.pick(sens[n], lam) for n, c in candidates.items()}
 
     # The price of a byte in distortion units: from "every tensor at its finest level" to "coarsest".
     lo, hi = 1e-14, 1e2
-    best = build(lo)
-    if best[1] < target_cosine or not candidates:
-        return best[0], best[1], sens
-    a, b = math.log(lo), math.log(hi)
-    for _ in range(steps):
-        mid = math.exp((a + b) / 2)
-        qs, value = build(mid)
-        if value >= target_cosine:
-            a, best = math.log(mid), (qs, value)
+    if measure(at_price(lo), f"price {lo:.3g}") >= target_cosine:
+        a, b = math.log(lo), math.log(hi)
+        for _ in range(steps):
+            mid = math.exp((a + b) / 2)
+            if measure(at_price(mid), f"price {mid:.3g}") >= target_cosine:
+                a = math.log(mid)
+            else:
+                b = math.log(mid)
+        _refine(candidates, sens, tried, measure, target_cosine, refine)
+    met = [(size, key) for key, (size, value) in tried.items() if value >= target_cosine]
+    if met:
+        key = min(met)[1]
+    else:  # nothing met the target: the best agreement seen, reported as missing it
+        key = max(tried, key=lambda k: tried[k][1])
+    levels = dict(zip(candidates, key))
+    return {n: candidates[n].quantize(lv) for n, lv in levels.items()}, tried[key][1], sens
+
+
+def _refine(candidates, sens, tried, measure, target_cosine: float, budget: int) -> None:
+    """Greedy coarsening of the smallest allocation that met the target, checked by measurement."""
+    met = [(size, key) for key, (size, value) in tried.items() if value >= target_cosine]
+    if not met or budget <= 0:
+        return
+    levels = dict(zip(candidates, min(met)[1]))
+    batch = max(1, len(candidates) // 4)
+    while budget > 0 and batch >= 1:
+        moves = []
+        for n, lv in levels.items():
+            step = candidates[n].coarser(lv)
+            if step is not None:
+                saved = candidates[n].size_at(lv) - step[2]
+                cost = sens[n] * (step[1] ** 2 - candidates[n].error_at(lv) ** 2)
+                moves.append((max(cost, 0.0) / saved, n, step[0]))
+        if not moves:
+            return
+        moves.sort()
+        trial = {**levels, **{n: lv for _, n, lv in moves[:batch]}}
+        budget -= 1
+        if measure(trial, f"refine {min(batch, len(moves))} tensors") >= target_cosine:
+            levels = trial
         else:
-            b = math.log(mid)
-    return best[0], best[1], sens
+            batch //= 2

@@ -13,7 +13,8 @@ dequantize() applies it, folded into the scale: (code - zp) * (scale * gain) + s
 
 relative_rms_error is MindSpore Lite's measure for its mixed-bit search: per channel,
 ||w_c - deq_c|| / ||w_c||, and its mean over the channels. A channel whose weights are all zero has
-error 0 when it is reproduced exactly and 1 (all of it wrong) otherwise, never a division by zero.
+error 0 when it is reproduced exactly and 1 (all of it wrong) otherwise, never a division by zero; so
+does a channel whose norm is below DEAD_CHANNEL times the strongest channel's, judged to that floor.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from .quantize import QuantParams, _rows, dequantize
 
 TINY = float(np.finfo(np.float32).tiny)  # below this a channel's norm is no signal
+DEAD_CHANNEL = 1e-9  # nor below this fraction of the strongest channel's norm
 
 
 def bias_correct(w: np.ndarray, codes: np.ndarray, params: QuantParams) -> QuantParams:
@@ -61,10 +63,12 @@ def relative_rms_error(w: np.ndarray, deq: np.ndarray, axis: int | None = 0) -> 
     diff = _rows(np.subtract(deq, w, dtype=np.float64), axis)
     norm = np.sqrt(np.einsum("ij,ij->i", ref, ref))
     err = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    # A channel of float32 denormals (exporters leave pruned channels at ~1e-40) is a zero channel: its
-    # scale underflows and it comes back as zeros, which is no error worth a bit.
-    live = norm > TINY
-    return np.where(live, err / np.where(live, norm, 1.0), np.where(err > TINY, 1.0, 0.0))
+    # A channel of float32 denormals (exporters leave pruned channels at ~1e-40), or one a billion times
+    # weaker than the tensor's strongest (PP-OCR keeps channels at 1e-36), is a zero channel: its scale
+    # underflows and it comes back as zeros, which is no error worth a bit.
+    floor = max(TINY, DEAD_CHANNEL * float(norm.max(initial=0.0)))
+    live = norm > floor
+    return np.where(live, err / np.where(live, norm, 1.0), np.where(err > floor, 1.0, 0.0))
 
 
 def mean_relative_rms_error(w: np.ndarray, deq: np.ndarray, axis: int | None = 0) -> float:

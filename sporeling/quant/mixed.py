@@ -32,12 +32,25 @@ MAX_LEVELS = (1 << 15) - 1  # codes 0..2L fit 16 bits
 DEFAULT_TARGET = 0.02
 
 
-def quantize_levels(w: np.ndarray, levels: int, axis: int | None, bias_correction: bool = True) -> Quantized:
-    """Symmetric quantization with `levels` positive levels per channel (codes 0..2*levels)."""
+CLIP_RATIOS = np.linspace(0.6, 1.0, 9)  # clip search grid of quantize_levels(clip=True)
+CLIP_MAX_LEVELS = 31  # above this, clipping the range barely lowers the error
+
+
+def quantize_levels(w: np.ndarray, levels: int, axis: int | None, bias_correction: bool = True,
+                    clip: bool = False) -> Quantized:
+    """Symmetric quantization with `levels` positive levels per channel (codes 0..2*levels). clip: per
+    channel, the range max|w_c| * r (r in CLIP_RATIOS) with the least squared error, for levels up to
+    CLIP_MAX_LEVELS (the original's search takes max|w|: clip=False)."""
     rows = _rows(np.asarray(w), axis).astype(np.result_type(w.dtype, np.float32), copy=False)
     peak = np.abs(rows).max(axis=1, initial=0).astype(np.float64)
-    scale = (peak / levels).astype(np.float32)
-    scale[~(scale >= np.finfo(np.float32).tiny) | ~np.isfinite(scale)] = 1.0
+    scale = _level_scale(peak, levels)
+    if clip and levels <= CLIP_MAX_LEVELS and rows.size:
+        best = _level_errors(rows, scale, levels)
+        for r in CLIP_RATIOS[:-1]:
+            s_r = _level_scale(peak * r, levels)
+            err = _level_errors(rows, s_r, levels)
+            better = err < best
+            best[better], scale[better] = err[better], s_r[better]
     q = np.rint(rows / scale[:, None].astype(rows.dtype))
     q += levels
     np.clip(q, 0, 2 * levels, out=q)
@@ -50,6 +63,19 @@ def quantize_levels(w: np.ndarray, levels: int, axis: int | None, bias_correctio
     if bias_correction:
         params = bias_correct(w, codes, params)
     return Quantized(codes, params, mean_relative_rms_error(w, dequantize(codes, params, np.float64), axis))
+
+
+def _level_scale(peak: np.ndarray, levels: int) -> np.ndarray:
+    scale = (peak / levels).astype(np.float32)
+    scale[~(scale >= np.finfo(np.float32).tiny) | ~np.isfinite(scale)] = 1.0
+    return scale
+
+
+def _level_errors(rows: np.ndarray, scale: np.ndarray, levels: int) -> np.ndarray:
+    s = scale[:, None].astype(rows.dtype)
+    q = np.clip(np.rint(rows / s), -levels, levels)
+    diff = np.subtract(q * s, rows, dtype=np.float64)
+    return np.einsum("ij,ij->i", diff, diff)
 
 
 class TensorSearch:

@@ -28,7 +28,7 @@ Measurements: one to three probes per tensor, up to `steps` for the bisection an
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -77,10 +77,21 @@ class Candidates:
         return quantize_levels(self.w, levels, self.axis, self.bias_correction, clip=True)
 
 
+UNIFORM_REFERENCES = {"8-bit": 127, "6-bit": 31}  # uniform allocations measured too, for the report (and they may win)
+
+
+class Allocation(NamedTuple):
+    quantized: dict[str, Quantized]
+    value: float  # measured worst output agreement
+    sensitivity: dict[str, float]
+    curve: list[dict]  # every allocation measured: predicted bytes of codes, agreement, what it was
+
+
 def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quantized]], float],
              target_cosine: float, progress: Callable[[str], None] = lambda s: None, steps: int = 12,
-             refine: int = 8) -> tuple[dict[str, Quantized], float, dict[str, float]]:
-    """Returns (quantized tensors, their measured worst agreement, sensitivities)."""
+             refine: int = 8, budget: float | None = None) -> Allocation:
+    """The smallest allocation whose measured agreement meets target_cosine; or, with `budget` (bytes of
+    coded weights), the allocation of the additive model's least predicted distortion within it."""
     sens = {}
     for name, c in candidates.items():
         for levels in PROBE_LADDER:
@@ -92,26 +103,40 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
     progress(f"sensitivities measured for {len(sens)} tensors (max/min {max(sens.values()) / min(sens.values()):.3g})"
              if sens else "nothing to quantize")
     if not candidates:
-        return {}, 1.0, sens
+        return Allocation({}, 1.0, sens, [])
 
     tried: dict[tuple, tuple[float, float]] = {}  # levels per tensor -> (predicted size, measured value)
+    labels: dict[tuple, str] = {}
 
     def measure(levels: dict[str, int], what: str) -> float:
         key = tuple(levels[n] for n in candidates)
         if key not in tried:
             qs = {n: candidates[n].quantize(lv) for n, lv in levels.items()}
-            size = sum(candidates[n].size_at(lv) for n, lv in levels.items())
-            tried[key] = (size, score(qs))
-            progress(f"{what}: ~{size / 1024:.0f} KiB, worst output agreement {tried[key][1]:.5f}")
+            tried[key], labels[key] = (predicted(levels), score(qs)), what
+            progress(f"{what}: ~{tried[key][0] / 1024:.0f} KiB, worst output agreement {tried[key][1]:.5f}")
         return tried[key][1]
+
+    def predicted(levels: dict[str, int]) -> float:
+        return sum(candidates[n].size_at(lv) for n, lv in levels.items())
 
     def at_price(lam: float) -> dict[str, int]:
         return {n: c.pick(sens[n], lam) for n, c in candidates.items()}
 
+    for label, lv in UNIFORM_REFERENCES.items():
+        measure({n: lv for n in candidates}, f"uniform {label} ({lv} levels)")
     # The price of a byte in distortion units: from "every tensor at its finest level" to "coarsest".
     lo, hi = 1e-14, 1e2
+    a, b = math.log(lo), math.log(hi)
+    if budget is not None:  # the size is known without running anything: bisect it, then measure once
+        for _ in range(60):
+            mid = (a + b) / 2
+            a, b = (a, mid) if predicted(at_price(math.exp(mid))) <= budget else (mid, b)
+        levels = at_price(math.exp(b))
+        value = measure(levels, f"within {budget / 1024:.0f} KiB")
+        key = tuple(levels[n] for n in candidates)
+        return Allocation({n: candidates[n].quantize(lv) for n, lv in levels.items()}, value, sens,
+                          _curve(tried, labels, key))
     if measure(at_price(lo), f"price {lo:.3g}") >= target_cosine:
-        a, b = math.log(lo), math.log(hi)
         for _ in range(steps):
             mid = math.exp((a + b) / 2)
             if measure(at_price(mid), f"price {mid:.3g}") >= target_cosine:
@@ -125,7 +150,13 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
     else:  # nothing met the target: the best agreement seen, reported as missing it
         key = max(tried, key=lambda k: tried[k][1])
     levels = dict(zip(candidates, key))
-    return {n: candidates[n].quantize(lv) for n, lv in levels.items()}, tried[key][1], sens
+    return Allocation({n: candidates[n].quantize(lv) for n, lv in levels.items()}, tried[key][1], sens,
+                      _curve(tried, labels, key))
+
+
+def _curve(tried: dict, labels: dict, chosen: tuple) -> list[dict]:
+    return sorted(({"code_bytes": round(size), "agreement": value, "what": labels[k], "chosen": k == chosen}
+                   for k, (size, value) in tried.items()), key=lambda p: p["code_bytes"])
 
 
 def _refine(candidates, sens, tried, measure, target_cosine: float, budget: int) -> None:

@@ -1,0 +1,115 @@
+"""How the searches and the check judge a compressed model: its outputs against the float model's.
+
+agreement() is the cosine similarity of one output to the float one (and, for an output dominated by a
+common offset, the cosine of both centred too); worst_mean_agreement() is the figure every search holds
+to its target: per output the mean over the sample inputs, then the worst output. The sample inputs are
+the calibration inputs when given (load_calibration), else seeded random ones of the model's shapes
+(sample_feeds), with any input the caller fixes (a sample rate) given its fixed value.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import SporelingError
+from ..ir import Graph
+
+
+def sample_feeds(model, shapes: dict, samples: int, fixed: dict | None = None, seed: int = 0) -> list[dict]:
+    """`samples` seeded random feeds of the model's input shapes (or `shapes`), with `fixed` inputs set."""
+    from ..tools import random_feeds
+
+    fixed = {k: np.asarray(v) for k, v in (fixed or {}).items()}
+    unknown = sorted(set(fixed) - {s.name for s in model.inputs})
+    if unknown:
+        raise SporelingError(f"compress: the model has no input {unknown[0]!r} "
+                             f"(its inputs: {', '.join(s.name for s in model.inputs)})")
+    return [{**random_feeds(model, seed + i, shapes), **fixed} for i in range(samples)]
+
+
+def load_calibration(calib) -> list[dict] | None:
+    """Sample feeds from a list of dicts, an .npz (one sample per row of every array), or a folder of
+    .npz files (one sample each)."""
+    if calib is None or isinstance(calib, list):
+        return calib or None
+    path = os.fspath(calib)
+    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".npz")) \
+        if os.path.isdir(path) else [path]
+    if not files:
+        raise SporelingError(f"{path}: no .npz files of calibration inputs")
+    samples = []
+    for f in files:
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise SporelingError(f"{f}: not a readable .npz of calibration inputs ({e})") from None
+        if os.path.isdir(path):
+            samples.append(arrays)
+        else:
+            rows = {len(a) for a in arrays.values()}
+            if len(rows) != 1:
+                raise SporelingError(f"{f}: every array needs the same number of samples (rows), got {sorted(rows)}")
+            samples += [{k: a[i] for k, a in arrays.items()} for i in range(rows.pop())]
+    return samples
+
+
+def output_cosines(graph: Graph, dst: str, shapes: dict, fixed: dict | None = None, seed: int = 0) -> dict[str, float]:
+    """Cosine similarity of each output of the compressed file to the float graph, on a random input."""
+    from ..model import Model, load
+
+    compressed = load(dst)
+    feeds = sample_feeds(compressed, shapes, 1, fixed, seed)[0]
+    ref = Model(graph, "float").run(feeds)
+    got = compressed.run(feeds)
+    return {k: cosine(np.asarray(v), np.asarray(got[k])) for k, v in ref.items()}
+
+
+SMALL_OUTPUT = 8  # outputs of fewer values are judged joined over the inputs
+
+
+def worst_mean_agreement(expected: list[dict], got: list[dict]) -> float:
+    """The figure the searches hold to the target: per output, the mean over the sample inputs of
+    agreement(); then the worst output. The mean, as the target is judged: a probability output (PP-OCR
+    rec's per-step softmax) flips a near-tie between two characters on some tiny change, which drops one
+    input's cosine by a few hundredths at any bit width; the worst single input would be a coin toss.
+    An output of fewer than SMALL_OUTPUT values (a face score) has a cosine of +-1 on its own, so its
+    values over all inputs are joined and judged as one vector, as benchmarks/compression.py does."""
+    worst = 1.0
+    for k in expected[0]:
+        refs, outs = [np.asarray(r[k]) for r in expected], [np.asarray(o[k]) for o in got]
+        if refs[0].size < SMALL_OUTPUT:
+            value = agreement(np.concatenate([r.ravel() for r in refs]), np.concatenate([o.ravel() for o in outs]))
+        else:
+            value = float(np.mean([agreement(r, o) for r, o in zip(refs, outs)]))
+        worst = min(worst, value)
+    return worst
+
+
+def agreement(ref: np.ndarray, got: np.ndarray) -> float:
+    """What the searches hold to the target: the cosine similarity, and for an output dominated by a
+    common offset (|mean| above the standard deviation) the smaller of that and the cosine of both
+    outputs centred on the float output's mean. Cosine alone forgives large errors on top of a big
+    offset (landmark coordinates around 100 px keep a cosine of 0.996 while moving 18 px); centring an
+    output that is mostly small noise around zero (a text-probability map of a photo without text)
+    would judge that noise alone."""
+    plain = cosine(ref, got)
+    if ref.dtype.kind not in "fc" or ref.size < 2:
+        return plain
+    work = ref.astype(np.float64)
+    mean, spread = float(work.mean()), float(work.std())
+    if not abs(mean) > spread:
+        return plain
+    return min(plain, cosine(work - mean, got.astype(np.float64) - mean))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).reshape(-1), b.astype(np.float64).reshape(-1)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # NaN in an output: agreement only if identical
+        return 1.0 if np.array_equal(a, b, equal_nan=True) else 0.0
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))

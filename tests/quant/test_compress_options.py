@@ -1,0 +1,128 @@
+"""sporeling.compress's search options: --target-size, --plot, fixed inputs, and how outputs are judged."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sporeling.errors import FeedError, SporelingError
+from sporeling.ir import Graph, Node, ValueInfo
+from sporeling.quant.judge import agreement, worst_mean_agreement
+
+rng = np.random.default_rng(7)
+
+
+def chain_graph() -> Graph:
+    """Three convolutions of different widths and scales: a graph where an allocation has choices."""
+    inits, nodes, prev, c_in = {}, [], "x", 8
+    for i, (c_out, gain) in enumerate([(48, 1.0), (96, 0.2), (32, 3.0)]):
+        inits[f"w{i}"] = (rng.standard_normal((c_out, c_in, 3, 3)) * gain / np.sqrt(9 * c_in)).astype(np.float32)
+        inits[f"b{i}"] = rng.standard_normal(c_out).astype(np.float32) * 0.1
+        out = "y" if i == 2 else f"h{i}"
+        nodes += [Node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], {"pads": [1, 1, 1, 1]}),
+                  Node("Relu", [f"c{i}"], [out])]
+        prev, c_in = out, c_out
+    return Graph(nodes, [ValueInfo("x", np.dtype(np.float32), (1, 8, 10, 10))],
+                 [ValueInfo("y", np.dtype(np.float32), (1, 32, 10, 10))], inits, opsets={"": 17})
+
+
+@pytest.fixture(scope="module")
+def chain_onnx(tmp_path_factory):
+    pytest.importorskip("onnx")
+    from sporeling.frontends.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("chain") / "chain.onnx"
+    export_onnx(chain_graph(), path)
+    return path
+
+
+def test_target_size_trades_error_for_bytes(chain_onnx, tmp_path):
+    from sporeling.quant.compress import compress
+
+    reports = {}
+    for mb in (0.03, 0.06):
+        r = compress(chain_onnx, tmp_path / f"{mb}.spore", target_size=mb, verbose=False)
+        assert r["output_bytes"] <= mb * 1e6 * 1.02  # sized from the codes' entropy, which FSE reaches within ~1%
+        assert r["target_size_code_bytes"] > 0
+        reports[mb] = r
+    small, large = reports[0.03], reports[0.06]
+    assert small["output_bytes"] < large["output_bytes"]
+    assert small["search_cosine"] < large["search_cosine"]
+    with pytest.raises(SporelingError, match="cannot be met"):
+        compress(chain_onnx, tmp_path / "x.spore", target_size=0.001, verbose=False)
+    with pytest.raises(SporelingError, match="target size needs --method mixed"):
+        compress(chain_onnx, tmp_path / "x.spore", method="fixed", target_size=0.05, verbose=False)
+
+
+def test_mixed_is_never_larger_than_a_uniform_reference_that_meets_the_target(chain_onnx, tmp_path):
+    from sporeling.quant.compress import compress
+
+    r = compress(chain_onnx, tmp_path / "m.spore", target_cosine=0.999, verbose=False)
+    curve = r["curve"]
+    assert {p["what"].split(" (")[0] for p in curve} >= {"uniform 8-bit", "uniform 6-bit"}
+    (chosen,) = [p for p in curve if p["chosen"]]
+    assert chosen["agreement"] >= 0.999 and r["met"]
+    meeting = [p["code_bytes"] for p in curve if p["agreement"] >= 0.999]
+    assert chosen["code_bytes"] == min(meeting)
+    assert all(p["file_bytes"] > p["code_bytes"] for p in curve)
+    json.dumps(r)
+
+
+def test_plot_draws_the_measured_allocations(chain_onnx, tmp_path):
+    pytest.importorskip("matplotlib")
+    from sporeling.quant.compress import compress
+
+    compress(chain_onnx, tmp_path / "m.spore", plot=str(tmp_path / "curve.png"), verbose=False, check=False)
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SporelingError, match="--plot"):
+        compress(chain_onnx, tmp_path / "f.spore", method="fixed", plot=str(tmp_path / "f.png"), verbose=False)
+
+
+def test_fixed_inputs_in_the_samples():
+    from sporeling.model import Model
+    from sporeling.quant.judge import sample_feeds
+
+    model = Model(chain_graph())
+    feeds = sample_feeds(model, {}, 3, {"x": np.ones((1, 8, 10, 10), np.float32)})
+    assert len(feeds) == 3 and all(np.array_equal(f["x"], np.ones((1, 8, 10, 10))) for f in feeds)
+    free = sample_feeds(model, {}, 2)
+    assert not np.array_equal(free[0]["x"], free[1]["x"])  # seeded, and a different seed per sample
+    with pytest.raises(SporelingError, match="no input 'sr'.*x"):
+        sample_feeds(model, {}, 1, {"sr": 16000})
+
+
+def test_cli_input_values():
+    from sporeling.cli import _input_value
+
+    name, v = _input_value("sr=16000")
+    assert name == "sr" and v.dtype == np.int64 and v.shape == () and v == 16000
+    assert _input_value("t=0.5")[1].dtype == np.float32
+    with pytest.raises(FeedError, match="NAME=NUMBER"):
+        _input_value("sr=fast")
+
+
+def test_agreement_centres_only_offset_dominated_outputs():
+    coords = rng.uniform(80, 120, 300)  # landmark-like: a big common offset
+    moved = coords + rng.normal(0, 3, 300)
+    plain = float(coords @ moved / np.linalg.norm(coords) / np.linalg.norm(moved))
+    assert agreement(coords, moved) < 0.99 < 0.999 < plain  # 3 px of noise on 40 px of spread is no 0.999
+    probs = np.abs(rng.normal(0, 1e-3, 1000))  # a probability map of a photo without text: small noise at 0
+    probs[:50] = 0.9
+    noisy = probs + np.abs(rng.normal(0, 1e-3, 1000))
+    assert agreement(probs, noisy) > 0.999  # plain cosine: the noise floor is not judged on its own
+
+
+def test_small_outputs_are_judged_joined_over_the_inputs():
+    ref = [{"score": np.array([[s]])} for s in (2.0, 5.0, -1.0)]
+    same_sign = [{"score": np.array([[s]])} for s in (5.0, 0.5, -4.0)]  # each alone has cosine 1
+    assert worst_mean_agreement(ref, same_sign) < 0.9
+    assert worst_mean_agreement(ref, ref) == pytest.approx(1.0)
+
+
+def test_channels_a_billion_times_weaker_count_as_zero():
+    from sporeling.quant.mixed import quantize_levels
+
+    w = rng.standard_normal((4, 50)).astype(np.float32)
+    w[1] = np.float32(2.7e-36)  # PP-OCR rec keeps channels like this; at 4095 levels their scale underflows
+    q = quantize_levels(w, 4095, 0)
+    assert q.error < 1e-3

@@ -34,12 +34,12 @@ def ort_session(path: str, threads: int):
 
 
 def bench_model(path: str, feeds_spec=(), runs: int = 20, warmup: int = 3, threads: int | None = None,
-                compare: str | None = None, quiet: bool = False, shapes=()) -> dict:
+                compare: str | None = None, quiet: bool = False, shapes=(), lazy: bool = False) -> dict:
     from . import load
     from .cli import _feeds
 
     t0 = time.perf_counter()
-    model = load(path, threads=threads)
+    model = load(path, threads=threads, lazy=lazy)
     load_ms = (time.perf_counter() - t0) * 1e3
     feeds = _feeds(model, list(feeds_spec), shapes=list(shapes))
     t0 = time.perf_counter()
@@ -73,6 +73,7 @@ def bench_model(path: str, feeds_spec=(), runs: int = 20, warmup: int = 3, threa
     report = {
         "model": os.path.basename(path),
         "threads": model.threads,
+        "lazy": lazy,
         "runs": runs,
         "load_ms": load_ms,
         "first_run_ms": first_ms,

@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, metavar="N",
                        help="BLAS threads (default: 1, fastest for batch-1 inference on small CPUs)")
 
+    def lazy_arg(p):
+        p.add_argument("--lazy", action="store_true", help="keep a compressed .spore's quantized weights compressed "
+                       "in memory, each decoded just before its node runs (less memory, slower runs)")
+
     p = sub.add_parser("convert", help="convert an .onnx or .tflite model to an optimized .spore file",
                        description="Read IN (.onnx, .tflite or .spore), run the graph passes (constant folding, "
                        "Conv/Gemm+BatchNorm folding, layout, activation and bias fusion, dead code), print what each "
@@ -78,7 +82,11 @@ def _parser() -> argparse.ArgumentParser:
                    "entropy coder then decides the real bits per weight")
     p.add_argument("--bits", type=int, default=8, metavar="N", help="bits per weight for --method fixed (1-16)")
     p.add_argument("--target-cosine", type=float, default=0.995, metavar="C",
-                   help="worst output cosine to the float model the mixed search must keep (default 0.995)")
+                   help="output cosine to the float model the searches must keep: per output its mean over the "
+                   "sample inputs, the worst output counting (default 0.995)")
+    p.add_argument("--target-size", type=float, default=None, metavar="MB",
+                   help="instead of a cosine target, the whole file's size in MB (10^6 bytes): the mixed search "
+                   "then gives the least output error within it")
     p.add_argument("--no-bias-correction", action="store_true", help="do not restore each channel's mean and std")
     p.add_argument("--no-entropy", action="store_true", help="bit-pack only, no FSE coding")
     p.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per output channel")
@@ -89,7 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", metavar="DIR|FILE.npz",
                    help="judge the search on these inputs instead of random ones: an .npz whose arrays (keyed by "
                    "input name) hold one sample per row, or a folder of .npz files, one sample each")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE|FILE.npy",
+                   help="a value an input always takes in the search's random samples (e.g. sr=16000)")
     p.add_argument("--report", metavar="report.json", help="also write the report as JSON (atomically)")
+    p.add_argument("--plot", metavar="curve.png",
+                   help="draw every allocation the mixed search measured, size against output cosine "
+                   "(needs matplotlib: pip install 'sporeling[plot]')")
 
     p = sub.add_parser("export", help="export a model (e.g. a .spore) to ONNX",
                        description="Write MODEL as a standard ONNX file that onnxruntime and Netron open; "
@@ -107,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     shape_arg(p)
     threads_arg(p)
+    lazy_arg(p)
 
     p = sub.add_parser("bench", help="measure latency and memory, optionally against onnxruntime",
                        description="Time MODEL on fixed inputs: median latency over --runs runs after warm-up, "
@@ -120,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     shape_arg(p)
     threads_arg(p)
+    lazy_arg(p)
 
     p = sub.add_parser("info", help="inputs, outputs, op counts, parameters and the memory plan",
                        description="Describe MODEL. The memory plan is shown for the declared input shapes "
@@ -170,10 +185,10 @@ def _fail(e: Exception, code: int) -> int:
     return code
 
 
-def _load(path: str, threads: int | None = None):
+def _load(path: str, threads: int | None = None, lazy: bool = False):
     from . import load
 
-    return load(path, threads=threads)
+    return load(path, threads=threads, lazy=lazy)
 
 
 def _feeds(model, specs: list[str], seed: int = 0, shapes: list[str] = ()) -> dict[str, np.ndarray]:
@@ -211,13 +226,30 @@ def cmd_compress(args) -> int:
     from .tools import atomic_write, parse_shapes
 
     report = compress(args.model, args.output, method=args.method, bits=args.bits, target_cosine=args.target_cosine,
-                      bias_correction=not args.no_bias_correction, entropy=not args.no_entropy,
-                      per_tensor=args.per_tensor, min_size=args.min_size, input_shapes=parse_shapes(args.input_shape),
-                      calib=args.calib)
+                      target_size=args.target_size, bias_correction=not args.no_bias_correction,
+                      entropy=not args.no_entropy, per_tensor=args.per_tensor, min_size=args.min_size,
+                      input_shapes=parse_shapes(args.input_shape), inputs=dict(map(_input_value, args.input)),
+                      calib=args.calib, plot=args.plot)
     if args.report:
         text = json.dumps(report, indent=1).encode()
         atomic_write(args.report, lambda f: f.write(text))
     return 0
+
+
+def _input_value(spec: str):
+    """NAME=FILE.npy, or NAME=NUMBER for a scalar (an integer stays an int64, else float32)."""
+    from .errors import FeedError
+    from .tools import load_feed_file
+
+    name, _, value = spec.partition("=")
+    if not value.endswith(".npy"):
+        for kind in (np.int64, np.float32):
+            try:
+                return name, np.asarray(kind(value) if kind is np.float32 else int(value), kind)
+            except ValueError:
+                pass
+        raise FeedError(f"--input '{spec}': expected NAME=NUMBER or NAME=FILE.npy")
+    return load_feed_file(spec)
 
 
 def cmd_export(args) -> int:
@@ -234,7 +266,7 @@ def cmd_export(args) -> int:
 def cmd_run(args) -> int:
     from .tools import save_npz
 
-    model = _load(args.model, args.threads)
+    model = _load(args.model, args.threads, args.lazy)
     feeds = _feeds(model, args.input, args.seed, args.input_shape)
     t0 = time.perf_counter()
     outputs = model.run(feeds)
@@ -313,7 +345,7 @@ def cmd_bench(args) -> int:
     from .bench import bench_model
 
     report = bench_model(args.model, feeds_spec=args.input, runs=args.runs, warmup=args.warmup,
-                         threads=args.threads, compare=args.compare, shapes=args.input_shape)
+                         threads=args.threads, compare=args.compare, shapes=args.input_shape, lazy=args.lazy)
     if args.json:
         from .tools import atomic_write
 

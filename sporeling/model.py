@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import ModelLoadError
 from .ir import Graph
+from .runtime.lazy import LazySession, has_lazy
 from .runtime.session import Session
 from .runtime.threads import apply_threads, default_threads
 
@@ -26,7 +27,7 @@ class Model:
         self.graph = graph
         self.source = source
         self.threads = threads or default_threads()
-        self.session = Session(graph, source)
+        self.session = (LazySession if has_lazy(graph) else Session)(graph, source)
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -77,14 +78,14 @@ def load_graph(path: str | os.PathLike) -> Graph:
     return _read(os.fspath(path))[0]
 
 
-def _read(path: str) -> tuple[Graph, bool]:
+def _read(path: str, lazy: bool = False) -> tuple[Graph, bool]:
     """The graph, and whether the passes already ran on it (a .spore written by an optimizing convert)."""
     kind = _sniff(path)
     if kind == "spore":
         from .format import load_spore
 
-        graph, provenance = load_spore(path, with_provenance=True)
-        return graph, provenance.get("optimized") is True
+        graph, provenance = load_spore(path, with_provenance=True, lazy=lazy)
+        return graph, provenance.get("optimized") is True or has_lazy(graph)
     if kind == "tflite":
         from .frontends.tflite import load_tflite
 
@@ -94,12 +95,17 @@ def _read(path: str) -> tuple[Graph, bool]:
     return load_onnx(path), False
 
 
-def load(path: str | os.PathLike, threads: int | None = None, optimize: bool = True) -> Model:
+def load(path: str | os.PathLike, threads: int | None = None, optimize: bool = True, lazy: bool = False) -> Model:
     """Loads a model file (.onnx, .tflite or .spore) and prepares it to run. With optimize (the default) the graph
     passes run first (see sporeling.passes); outputs are the same up to float rounding. A .spore file that was
-    optimized when it was converted is not optimized again."""
+    optimized when it was converted is not optimized again.
+    lazy: the quantized weights of a compressed .spore (sporeling.compress) stay compressed in memory and each
+    is decoded just before the node that reads it, then dropped: resident memory stays near the file's size
+    instead of the float model's, at the cost of decoding every weight on every run (sporeling.runtime.lazy;
+    figures in benchmarks/README.md). Outputs are bit-identical to loading without it. A graph holding lazy
+    weights runs as stored, without passes (compress stores it optimized). Other files load as usual."""
     path = os.fspath(path)
-    graph, optimized = _read(path)
+    graph, optimized = _read(path, lazy)
     if optimize and not optimized:
         from .passes import optimize as run_passes
 

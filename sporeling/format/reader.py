@@ -15,6 +15,7 @@ anything unforeseen into one as well ("unexpected ..."), so the loader never lea
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import os
@@ -136,15 +137,22 @@ class _File:
         if not ok:
             raise FormatProblem("data section checksum mismatch (the file is corrupt; verify=False skips this check)")
 
-    def decode(self, e: _Entry) -> np.ndarray:
+    def payload(self, e: _Entry) -> memoryview:
         start = self.data.offset + e.offset
-        try:
-            arr = e.codec.decode(self.view[start : start + e.length], e.dtype, e.shape, e.params)
-        except (ValueError, TypeError, OverflowError) as err:
-            raise FormatProblem(f"{e.where}: {err}") from None
-        if not isinstance(arr, np.ndarray) or arr.dtype != e.dtype or arr.shape != e.shape:
-            raise FormatProblem(f"{e.where}: codec {e.codec.name} did not give a {e.dtype} array of shape {e.shape}")
-        return arr
+        return self.view[start : start + e.length]
+
+    def decode(self, e: _Entry) -> np.ndarray:
+        return _decode(e, self.payload(e))
+
+
+def _decode(e: _Entry, payload: memoryview) -> np.ndarray:
+    try:
+        arr = e.codec.decode(payload, e.dtype, e.shape, e.params)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise FormatProblem(f"{e.where}: {err}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype != e.dtype or arr.shape != e.shape:
+        raise FormatProblem(f"{e.where}: codec {e.codec.name} did not give a {e.dtype} array of shape {e.shape}")
+    return arr
 
 
 def _inflate(data: bytes, tag: str) -> bytes:
@@ -212,21 +220,24 @@ def _guarded(path: str, fn, *args):
         raise SporeFormatError(f"{path}: unexpected {type(e).__name__} while reading: {str(e)[:200]}") from e
 
 
-def load_spore(path: str | os.PathLike, *, verify: bool = True, with_provenance: bool = False):
+def load_spore(path: str | os.PathLike, *, verify: bool = True, with_provenance: bool = False, lazy: bool = False):
     """Reads a .spore file. Raw tensors are read-only views of the memory-mapped file (no copy). With verify
     (the default) the data section's checksum is checked too; the header, section table and JSON
-    sections are always checked. Returns the Graph, or (Graph, provenance dict) with with_provenance."""
+    sections are always checked. Returns the Graph, or (Graph, provenance dict) with with_provenance.
+    With lazy, float tensors of a decoding codec (the quantized qpack, qfse) are not decoded: each is a
+    runtime.lazy.LazyTensor over its bytes in the mapping, decoded when a node needs it (see that module)."""
     path = os.fspath(path)
-    graph, meta = _guarded(path, _load, path, verify)
+    graph, meta = _guarded(path, _load, path, verify, lazy)
     return (graph, meta) if with_provenance else graph
 
 
-def _load(path: str, verify: bool) -> tuple[Graph, dict]:
+def _load(path: str, verify: bool, lazy: bool = False) -> tuple[Graph, dict]:
     f = _File(path)
     try:
         if verify:
             f.verify_data()
-        arrays = [f.decode(e) for e in f.entries]
+        arrays = [_lazy(path, f, e) if lazy and e.codec.name != "raw" and e.dtype.kind == "f" else f.decode(e)
+                  for e in f.entries]
     except BaseException:
         f.close()
         raise
@@ -238,6 +249,14 @@ def _load(path: str, verify: bool) -> tuple[Graph, dict]:
         return arrays[index]
 
     return decode_graph(f.doc.get("graph"), tensor), f.meta if isinstance(f.meta, dict) else {}
+
+
+def _lazy(path: str, f: _File, e: _Entry):
+    from ..runtime.lazy import LazyTensor
+
+    # holds the payload (a view of the mapping) and the entry, not the parsed file; decoded at run, its
+    # errors are raised as load's are: a SporeFormatError naming the file and the tensor
+    return LazyTensor(e.dtype, e.shape, functools.partial(_guarded, path, _decode, e, f.payload(e)), e.length)
 
 
 def read_info(path: str | os.PathLike) -> dict:

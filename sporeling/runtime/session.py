@@ -253,7 +253,7 @@ class Session:
                 folded += 1
                 continue
             try:
-                fn = bind_kernel(op, ins, attrs)
+                fn = self._bind(node, op, ins, attrs)
                 nbytes = int(op.scratch(ins, **attrs)) if op.scratch is not None and op.out else 0
             except SporelingError:
                 raise
@@ -368,6 +368,10 @@ class Session:
                 n = int(np.prod(shp, dtype=np.int64)) * dt.itemsize
                 template[s] = arena[b.offset : b.offset + n].view(dt).reshape(shp)
         return arena_plan
+
+    def _bind(self, node: Node, op: OpDef, ins: list[Info | None], attrs: dict[str, Any]) -> Callable[..., Any]:
+        """A step's kernel for its inputs' infos (runtime.lazy's session wraps it to decode weights first)."""
+        return bind_kernel(op, ins, attrs)
 
     def _call(self, node: Node, op: OpDef, args: list, outer: list[str], env: dict[str, Any]):
         fn = bind_kernel(op, [None if a is None else Info(*_info_of(a), a) for a in args], dict(node.attrs))

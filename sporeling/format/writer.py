@@ -86,15 +86,18 @@ def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None
                encoded: dict[str, Encoded] | None = None) -> int:
     """Writes graph to path as a .spore file; returns the number of bytes written. provenance (the source
     file's name and SHA-256, the passes applied, anything JSON) is stored with the producer filled in;
-    graph.metadata holds the user's key/values. `encoded` maps names of the graph's own initializers to
+    graph.metadata holds the user's key/values. `encoded` maps names of initializers (the graph's own or
+    its bodies', a name used once) to
     encodings already made (quantized codes: sporeling.quant); the others are stored raw. Raises
     SporeFormatError if the graph cannot be stored."""
     path = os.fspath(path)
     try:
-        unknown = sorted(set(encoded or {}) - set(graph.initializers))
+        arrays = graph.named_initializers() if encoded else {}
+        unknown = sorted(set(encoded or {}) - set(arrays))
         if unknown:
-            raise FormatProblem(f"encodings given for {unknown[:3]}, which are not initializers of the graph")
-        tensors = _Tensors({id(graph.initializers[k]): v for k, v in (encoded or {}).items()})
+            raise FormatProblem(f"encodings given for {unknown[:3]}, which are not initializers of the graph "
+                                f"(or name more than one)")
+        tensors = _Tensors({id(arrays[k]): v for k, v in (encoded or {}).items()})
         doc = {"graph": encode_graph(graph, tensors.add), "tensors": tensors.entries}
         if provenance is not None and not isinstance(provenance, dict):
             raise FormatProblem(f"provenance must be a dict, not {type(provenance).__name__}")

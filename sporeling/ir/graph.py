@@ -126,6 +126,21 @@ class Graph:
                 found += g.all_initializers()
         return found
 
+    def named_initializers(self) -> dict[str, np.ndarray]:
+        """The initializers of this graph and of every subgraph inside it, by name; a name that occurs
+        more than once (two bodies may each have a "const_1") is left out, as it names no one tensor."""
+        found: dict[str, np.ndarray | None] = {}
+
+        def walk(g: Graph) -> None:
+            for k, v in g.initializers.items():
+                found[k] = None if k in found else v
+            for n in g.nodes:
+                for sg in n.subgraphs():
+                    walk(sg)
+
+        walk(self)
+        return {k: v for k, v in found.items() if v is not None}
+
     def parameter_count(self) -> int:
         return int(sum(a.size for a in self.all_initializers()))
 

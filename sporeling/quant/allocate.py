@@ -38,6 +38,7 @@ from .mixed import quantize_levels
 LEVEL_GRID = (1, 2, 3, 5, 7, 11, 15, 23, 31, 47, 63, 95, 127, 191, 255, 511, 1023, 4095)
 PROBE_LADDER = (31, 127, 1023)
 LINEAR_LOSS = 0.01
+UNREACHED_LEVELS = 127  # a tensor the samples never reach is not judged insensitive: it keeps 8-bit codes
 HEADER_BYTES = 64  # FSE header and per-tensor overhead, roughly; per-channel scales are added exactly
 
 
@@ -85,6 +86,7 @@ class Allocation(NamedTuple):
     value: float  # measured worst output agreement
     sensitivity: dict[str, float]
     curve: list[dict]  # every allocation measured: predicted bytes of codes, agreement, what it was
+    unreached: list[str]  # tensors whose probes changed no output at all
 
 
 def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quantized]], float],
@@ -92,7 +94,7 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
              refine: int = 8, budget: float | None = None) -> Allocation:
     """The smallest allocation whose measured agreement meets target_cosine; or, with `budget` (bytes of
     coded weights), the allocation of the additive model's least predicted distortion within it."""
-    sens = {}
+    sens, unreached = {}, []
     for name, c in candidates.items():
         for levels in PROBE_LADDER:
             q = c.quantize(levels)
@@ -100,10 +102,12 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
             if loss <= LINEAR_LOSS:
                 break
         sens[name] = loss / max(q.error, 1e-12) ** 2
+        if loss <= 1e-12 and _untouched(score, name, c):
+            unreached.append(name)
     progress(f"sensitivities measured for {len(sens)} tensors (max/min {max(sens.values()) / min(sens.values()):.3g})"
              if sens else "nothing to quantize")
     if not candidates:
-        return Allocation({}, 1.0, sens, [])
+        return Allocation({}, 1.0, sens, [], [])
 
     tried: dict[tuple, tuple[float, float]] = {}  # levels per tensor -> (predicted size, measured value)
     labels: dict[tuple, str] = {}
@@ -120,10 +124,10 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
         return sum(candidates[n].size_at(lv) for n, lv in levels.items())
 
     def at_price(lam: float) -> dict[str, int]:
-        return {n: c.pick(sens[n], lam) for n, c in candidates.items()}
+        return {n: UNREACHED_LEVELS if n in unreached else c.pick(sens[n], lam) for n, c in candidates.items()}
 
     for label, lv in UNIFORM_REFERENCES.items():
-        measure({n: lv for n in candidates}, f"uniform {label} ({lv} levels)")
+        measure({n: UNREACHED_LEVELS if n in unreached else lv for n in candidates}, f"uniform {label} ({lv} levels)")
     # The price of a byte in distortion units: from "every tensor at its finest level" to "coarsest".
     lo, hi = 1e-14, 1e2
     a, b = math.log(lo), math.log(hi)
@@ -135,7 +139,7 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
         value = measure(levels, f"within {budget / 1024:.0f} KiB")
         key = tuple(levels[n] for n in candidates)
         return Allocation({n: candidates[n].quantize(lv) for n, lv in levels.items()}, value, sens,
-                          _curve(tried, labels, key))
+                          _curve(tried, labels, key), unreached)
     if measure(at_price(lo), f"price {lo:.3g}") >= target_cosine:
         for _ in range(steps):
             mid = math.exp((a + b) / 2)
@@ -143,7 +147,7 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
                 a = math.log(mid)
             else:
                 b = math.log(mid)
-        _refine(candidates, sens, tried, measure, target_cosine, refine)
+        _refine(candidates, sens, tried, measure, target_cosine, refine, set(unreached))
     met = [(size, key) for key, (size, value) in tried.items() if value >= target_cosine]
     if met:
         key = min(met)[1]
@@ -151,7 +155,7 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
         key = max(tried, key=lambda k: tried[k][1])
     levels = dict(zip(candidates, key))
     return Allocation({n: candidates[n].quantize(lv) for n, lv in levels.items()}, tried[key][1], sens,
-                      _curve(tried, labels, key))
+                      _curve(tried, labels, key), unreached)
 
 
 def _curve(tried: dict, labels: dict, chosen: tuple) -> list[dict]:
@@ -159,7 +163,13 @@ def _curve(tried: dict, labels: dict, chosen: tuple) -> list[dict]:
                    for k, (size, value) in tried.items()), key=lambda p: p["code_bytes"])
 
 
-def _refine(candidates, sens, tried, measure, target_cosine: float, budget: int) -> None:
+def _untouched(score, name: str, c: Candidates) -> bool:
+    """Whether even the coarsest quantization of the tensor leaves every output exactly as it was: the
+    samples never reach it (the If branch of another sample rate), so the search cannot judge it."""
+    return 1.0 - score({name: c.quantize(LEVEL_GRID[0])}) <= 1e-15
+
+
+def _refine(candidates, sens, tried, measure, target_cosine: float, budget: int, fixed: set) -> None:
     """Greedy coarsening of the smallest allocation that met the target, checked by measurement."""
     met = [(size, key) for key, (size, value) in tried.items() if value >= target_cosine]
     if not met or budget <= 0:
@@ -169,7 +179,7 @@ def _refine(candidates, sens, tried, measure, target_cosine: float, budget: int)
     while budget > 0 and batch >= 1:
         moves = []
         for n, lv in levels.items():
-            step = candidates[n].coarser(lv)
+            step = None if n in fixed else candidates[n].coarser(lv)
             if step is not None:
                 saved = candidates[n].size_at(lv) - step[2]
                 cost = sens[n] * (step[1] ** 2 - candidates[n].error_at(lv) ** 2)

@@ -6,8 +6,8 @@ quantized per output channel (or per tensor), bias-corrected, and stored as the 
 codes, FSE-coded codes and its float self. The report lists, per weight, the bits, the bits per weight
 after coding and the relative RMS error, and in total the sizes and the ratio; with check (the default)
 the compressed model and the float one run on the same seeded random input and each output's cosine
-similarity is reported. Only the graph's own initializers are compressed, not those inside If/Loop/Scan
-bodies (silero-vad keeps its weights there).
+similarity is reported. The initializers of If/Loop/Scan bodies are compressed too (silero-vad keeps its
+weights there), when their names are unique.
 
 Methods: "fixed" gives every weight `bits` bits. "mixed" (the default) allocates levels per tensor by
 measured sensitivity (allocate.py) for the smallest model whose outputs keep `target_cosine` to the float
@@ -66,8 +66,9 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     log: list[dict] = []
     optimize(graph, log)
     axes = channel_axes(graph)
+    weights = graph.named_initializers()  # If/Loop/Scan bodies' too (silero-vad keeps its weights there)
     chosen = {}
-    for name, w in graph.initializers.items():
+    for name, w in weights.items():
         axis = None if per_tensor else axes.get(name, 0)
         if should_quantize(name, w, min_size, axis=axis or 0):
             chosen[name] = axis
@@ -76,24 +77,24 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     float_bytes = _float_size(graph, provenance)
     summary: dict[str, Any] = {"method": method}
     if method == "fixed":
-        quantized = {n: quantize_tensor(graph.initializers[n], bits, a, bias_correction=bias_correction)
+        quantized = {n: quantize_tensor(weights[n], bits, a, bias_correction=bias_correction)
                      for n, a in chosen.items()}
         summary["bits"] = bits
     else:
         # Bytes the quantized tensors do not decide: the graph, the float tensors, the file's framing.
-        fixed_bytes = float_bytes - sum(graph.initializers[n].nbytes for n in chosen)
+        fixed_bytes = float_bytes - sum(weights[n].nbytes for n in chosen)
         budget = None if target_size is None else target_size * MB - fixed_bytes
         if budget is not None and budget <= 0:
             raise SporelingError(f"compress: {target_size} MB cannot be met: the graph and the float tensors "
                                  f"alone take {fixed_bytes / MB:.3f} MB")
         feeds = load_calibration(calib)
-        quantized, summary = _search(method, graph, chosen, target_cosine, budget, bias_correction,
+        quantized, summary = _search(method, graph, weights, chosen, target_cosine, budget, bias_correction,
                                      input_shapes or {}, inputs, samples, feeds, say)
         for p in summary.get("curve", []):
             p["file_bytes"] = p["code_bytes"] + fixed_bytes
     layers, encoded = [], {}
     for name, q in quantized.items():
-        w = graph.initializers[name]
+        w = weights[name]
         enc = encode(q, entropy)
         keep = len(enc.payload) < w.nbytes
         if keep:
@@ -111,7 +112,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
               "float_bytes": float_bytes, "output_bytes": written, "ratio": float_bytes / written,
               "layers": layers, "seconds": round(time.perf_counter() - start, 3)}
     say(f"wrote {dst}: {human_bytes(written)}, {report['ratio']:.2f}x smaller than the float model "
-        f"({human_bytes(float_bytes)}); {len(encoded)} of {len(graph.initializers)} tensors quantized")
+        f"({human_bytes(float_bytes)}); {len(encoded)} of {len(weights)} tensors quantized")
     if plot:
         from .plot import plot_curve
 
@@ -137,14 +138,14 @@ def _check_options(method: str, bits: int, target_cosine: float, target_size: fl
         raise SporelingError(f"compress: --plot draws the mixed search's measurements; --method {method} has none")
 
 
-def _search(method: str, graph: Graph, chosen: dict[str, int | None], target_cosine: float, budget: float | None,
+def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: dict[str, int | None], target_cosine: float, budget: float | None,
             bias_correction: bool, shapes: dict, inputs: dict | None, samples: int, calib: list[dict] | None,
             say) -> tuple[dict, dict]:
     """The mixed-bit searches, judged by worst_mean_agreement on the sample inputs: "mixed" allocates
     levels globally by sensitivity (allocate.py), "original" holds every tensor to one tuned error target
     (mixed.py)."""
     from ..model import Model
-    from .allocate import Candidates, allocate
+    from .allocate import UNREACHED_LEVELS, Candidates, allocate
     from .mixed import TensorSearch, decoded, tune, with_weights
 
     reference = Model(graph, "float")
@@ -165,7 +166,7 @@ def _search(method: str, graph: Graph, chosen: dict[str, int | None], target_cos
                       f"--method fixed: {e}") from e
 
     def score(qs) -> float:
-        model = Model(with_weights(graph, {n: decoded(q, graph.initializers[n].dtype) for n, q in qs.items()}),
+        model = Model(with_weights(graph, {n: decoded(q, weights[n].dtype) for n, q in qs.items()}),
                       "candidate")
         return worst_mean_agreement(expected, [model.run(f) for f in feeds])
 
@@ -176,14 +177,18 @@ def _search(method: str, graph: Graph, chosen: dict[str, int | None], target_cos
     progress = lambda s: say("  " + s)  # noqa: E731
     summary: dict[str, Any] = {"method": method, "target_cosine": target_cosine}
     if method == "original":
-        searches = {n: TensorSearch(graph.initializers[n], a, bias_correction) for n, a in chosen.items()}
+        searches = {n: TensorSearch(weights[n], a, bias_correction) for n, a in chosen.items()}
         summary["target_error"], quantized, worst = tune(searches, score, target_cosine, progress=progress)
     else:
-        cands = {n: Candidates(graph.initializers[n], a, bias_correction) for n, a in chosen.items()}
+        cands = {n: Candidates(weights[n], a, bias_correction) for n, a in chosen.items()}
         found = allocate(cands, score, target_cosine, progress=progress, budget=budget)
         quantized, worst = found.quantized, found.value
         summary["sensitivity"] = {k: (float(v) if np.isfinite(v) else None) for k, v in found.sensitivity.items()}
         summary["curve"] = found.curve
+        if found.unreached:
+            summary["unreached"] = found.unreached
+            say(f"  {len(found.unreached)} tensors change no output on these samples (a branch they never take): "
+                f"they get {UNREACHED_LEVELS} levels, not a judged width")
     summary.update(search_cosine=worst, met=worst >= target_cosine)
     if budget is not None:
         summary["target_size_code_bytes"] = budget

@@ -33,9 +33,13 @@ class Quantized:
 def channel_axes(graph: Graph) -> dict[str, int]:
     """Initializer name -> the axis of its output channels, from the op that consumes it (through Cast /
     DequantizeLinear): 0 for Conv kernels and Gather tables, 1 for ConvTranspose, the last for a
-    MatMul's right operand, by transB for Gemm; 0 where nothing says otherwise."""
+    MatMul's right operand, by transB for Gemm; 0 where nothing says otherwise. The initializers of
+    If/Loop/Scan bodies are included, judged by their own body's consumers."""
     consumers = graph.consumers()
     axes: dict[str, int] = {}
+    for n in graph.nodes:
+        for sg in n.subgraphs():
+            axes.update(channel_axes(sg))
     for name, arr in graph.initializers.items():
         value, users = name, consumers.get(name, [])
         while len(users) == 1 and users[0].op_type in _PASS_THROUGH:
@@ -43,6 +47,8 @@ def channel_axes(graph: Graph) -> dict[str, int]:
             users = consumers.get(value, [])
         axis = 0
         for n in users:
+            if value not in n.inputs:  # read inside one of the node's bodies, from the outer scope
+                continue
             slot = n.inputs.index(value)
             if n.op_type == "ConvTranspose" and slot == 1:
                 axis = 1

@@ -17,6 +17,7 @@ inputs when no data is given). Evaluation rebuilds the weights exactly as the fi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Callable
 
@@ -114,10 +115,32 @@ def decoded(q: Quantized, dtype: np.dtype) -> np.ndarray:
 
 
 def with_weights(graph: Graph, weights: dict[str, np.ndarray]) -> Graph:
-    """A copy of graph (sharing every other array) with some initializers replaced."""
+    """A copy of graph (sharing every other array and every untouched node) with some initializers
+    replaced, those of If/Loop/Scan bodies included (names as Graph.named_initializers gives them)."""
     g = copy.copy(graph)
-    g.initializers = {**graph.initializers, **weights}
+    g.initializers = {k: weights.get(k, v) for k, v in graph.initializers.items()}
+    if any(n.subgraphs() for n in graph.nodes):
+        g.nodes = [_node_with_weights(n, weights) for n in graph.nodes]
     return g
+
+
+def _node_with_weights(node, weights: dict[str, np.ndarray]):
+    subs = node.subgraphs()
+    if not subs or not any(_holds(sg, weights) for sg in subs):
+        return node
+    attrs = {}
+    for k, v in node.attrs.items():
+        if isinstance(v, Graph):
+            v = with_weights(v, weights)
+        elif isinstance(v, list) and any(isinstance(x, Graph) for x in v):
+            v = [with_weights(x, weights) if isinstance(x, Graph) else x for x in v]
+        attrs[k] = v
+    return dataclasses.replace(node, attrs=attrs)
+
+
+def _holds(graph: Graph, weights: dict) -> bool:
+    return any(k in weights for k in graph.initializers) or any(_holds(sg, weights) for n in graph.nodes
+                                                               for sg in n.subgraphs())
 
 
 def tune(searches: dict[str, TensorSearch], score: Callable[[dict[str, Quantized]], float], target_cosine: float,

@@ -126,3 +126,35 @@ def test_channels_a_billion_times_weaker_count_as_zero():
     w[1] = np.float32(2.7e-36)  # PP-OCR rec keeps channels like this; at 4095 levels their scale underflows
     q = quantize_levels(w, 4095, 0)
     assert q.error < 1e-3
+
+
+def if_graph() -> Graph:
+    """y = x @ Wt if cond else x @ We, each weight inside its branch (as silero-vad keeps its weights)."""
+    def branch(name: str, scale: float) -> Graph:
+        w = (rng.standard_normal((64, 48)) * scale).astype(np.float32)
+        return Graph([Node("MatMul", ["x", name], [f"y_{name}"])], [],
+                     [ValueInfo(f"y_{name}", np.dtype(np.float32), (2, 48))], {name: w})
+
+    return Graph([Node("If", ["cond"], ["y"], {"then_branch": branch("wt", 1.0), "else_branch": branch("we", 0.5)})],
+                 [ValueInfo("x", np.dtype(np.float32), (2, 64)), ValueInfo("cond", np.dtype(np.bool_), ())],
+                 [ValueInfo("y", np.dtype(np.float32), (2, 48))], {}, opsets={"": 17})
+
+
+def test_weights_inside_if_branches_are_compressed(tmp_path):
+    from sporeling.format import save_spore
+    from sporeling.model import Model, load
+    from sporeling.quant.compress import compress
+
+    g = if_graph()
+    save_spore(g, tmp_path / "if.spore")
+    r = compress(tmp_path / "if.spore", tmp_path / "c.spore", inputs={"cond": np.array(True)}, verbose=False)
+    layers = {x["name"]: x for x in r["layers"]}
+    assert set(layers) == {"wt", "we"} and all(x["codec"] in ("qpack", "qfse") for x in layers.values())
+    assert r["unreached"] == ["we"] and layers["we"]["bits"] == 8  # never run on cond=True: 8 bits, not judged
+    assert r["output_bytes"] < (tmp_path / "if.spore").stat().st_size / 2.5
+    back = load(tmp_path / "c.spore")
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    for cond in (True, False):
+        ref = Model(g).run({"x": x, "cond": np.array(cond)})["y"]
+        got = back.run({"x": x, "cond": np.array(cond)})["y"]
+        assert float(np.sum(ref * got) / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.99

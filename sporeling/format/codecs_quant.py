@@ -42,6 +42,35 @@ def affine_header(a: np.ndarray, b: np.ndarray) -> bytes:
     return np.asarray(a, "<f4").tobytes() + np.asarray(b, "<f4").tobytes()
 
 
+SCALES_F16 = "quant-scales-f16"  # the format feature a file using {"scales": "f16"} requires
+
+
+def half_affine(base: np.float32, a16: np.ndarray, d16: np.ndarray, zero: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) in float32 from the compact form: A = a16 * base, B = (d16 - zero) * A, each one float32
+    rounding: the one definition both the writer (which evaluates what it stores) and the reader use."""
+    a = np.multiply(a16.astype(np.float32), np.float32(base), dtype=np.float32)
+    b = np.multiply(np.subtract(d16.astype(np.float32), np.float32(zero), dtype=np.float32), a, dtype=np.float32)
+    return a, b
+
+
+def to_half_affine(a: np.ndarray, b: np.ndarray, zero: int) -> tuple[np.float32, np.ndarray, np.ndarray] | None:
+    """The compact form of per-channel (A, B) around an integer zero code (B = (d - zero) * A): base =
+    max A, a16 = A / base and d = B / A + zero as float16; None when it does not fit (an A that is not
+    positive and finite, a d beyond float16's range)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    base = float(a.max(initial=0.0))
+    if not (a > 0).all() or not np.isfinite(base) or base <= 0:
+        return None
+    d = b / a + zero
+    if not np.isfinite(d).all() or np.abs(d).max(initial=0.0) > 60000:
+        return None
+    return np.float32(base), (a / base).astype(np.float16), d.astype(np.float16)
+
+
+def half_affine_header(base: np.float32, a16: np.ndarray, d16: np.ndarray) -> bytes:
+    return np.asarray(base, "<f4").tobytes() + np.asarray(a16, "<f2").tobytes() + np.asarray(d16, "<f2").tobytes()
+
+
 def dequantize_affine(codes: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int | None, dtype) -> np.ndarray:
     """code * A[c] + B[c] per channel c along axis (one A, B per tensor when axis is None), computed in
     float32 and then cast to dtype: the one definition of what a quantized tensor decodes to."""
@@ -57,6 +86,8 @@ def dequantize_affine(codes: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int
 
 def _check_params(params: dict, shape: tuple[int, ...]) -> tuple[int, int | None, int]:
     bits, axis, channels = params.get("bits"), params.get("axis"), params.get("channels")
+    if params.get("scales", "f32") not in ("f32", "f16"):
+        raise ValueError(f"scales must be 'f32' or 'f16', not {params.get('scales')!r}")
     if type(bits) is not int or not 1 <= bits <= 16:
         raise ValueError(f"bits must be an integer from 1 to 16, not {bits!r}")
     if axis is not None and (type(axis) is not int or not 0 <= axis < len(shape)):
@@ -81,11 +112,19 @@ class _AffineCodec:
         if dtype.kind != "f":
             raise ValueError(f"codec {self.name} decodes to floats, not {dtype.name}")
         bits, axis, channels = _check_params(params, shape)
-        head = 8 * channels
+        half = params.get("scales", "f32") == "f16"
+        head = 4 + 4 * channels if half else 8 * channels
         if len(buf) < head:
             raise ValueError(f"{channels} channels need {head} bytes of scales; the data is {len(buf)} bytes")
-        a = np.frombuffer(buf, "<f4", channels, 0)
-        b = np.frombuffer(buf, "<f4", channels, 4 * channels)
+        if half:
+            zero = params.get("zero")
+            if type(zero) is not int or not 0 <= zero < 1 << bits:
+                raise ValueError(f"zero must be a code of {bits} bits, not {zero!r}")
+            a, b = half_affine(np.frombuffer(buf, "<f4", 1, 0)[0], np.frombuffer(buf, "<f2", channels, 4),
+                               np.frombuffer(buf, "<f2", channels, 4 + 2 * channels), zero)
+        else:
+            a = np.frombuffer(buf, "<f4", channels, 0)
+            b = np.frombuffer(buf, "<f4", channels, 4 * channels)
         count = element_count(shape)
         codes = self.codes(buf[head:], bits, count)
         if codes.size != count:
@@ -114,5 +153,39 @@ class FSECodec(_AffineCodec):
         return decode(buf, max_count=count)
 
 
+class HalfCodec:
+    """float32 values that float16 holds exactly (weights a float16 model stores as float32 once a Cast
+    is folded): their float16 bytes, half the size, decoded losslessly."""
+
+    name = "half"
+    required = True
+    max_ratio = 2.0
+
+    def supports(self, dtype: np.dtype) -> bool:
+        return False  # chosen by the compressor, which checks exactness
+
+    def encode(self, array: np.ndarray):
+        raise ValueError("codec half stores what sporeling.quant hands it")
+
+    def decode(self, buf: memoryview, dtype: np.dtype, shape: tuple[int, ...], params: dict) -> np.ndarray:
+        if dtype != np.float32:
+            raise ValueError(f"codec half decodes to float32, not {dtype.name}")
+        count = element_count(shape)
+        if len(buf) != 2 * count:
+            raise ValueError(f"{count} float16 values take {2 * count} bytes; the data has {len(buf)}")
+        return np.frombuffer(buf, "<f2", count).astype(np.float32).reshape(shape)
+
+
+def encode_half(array: np.ndarray) -> Encoded | None:
+    """The half encoding of a float32 array if float16 holds every value exactly, else None."""
+    if array.dtype != np.float32 or not array.size:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        half = array.astype("<f2")
+    exact = np.array_equal(half.astype(np.float32).view(np.uint32), np.ascontiguousarray(array).view(np.uint32))
+    return Encoded("half", half.tobytes(), {}) if exact else None
+
+
 register_codec(PackedCodec())
+register_codec(HalfCodec())
 register_codec(FSECodec())

@@ -34,7 +34,7 @@ from .layout import (ALIGN, FORMAT_VERSION, HEADER_SIZE, MAX_JSON_BYTES, Header,
                      unpack_header, unpack_table)
 
 KNOWN_SECTIONS = ("DATA", "GRAPH", "GRAPHZ", "META")
-KNOWN_FEATURES: frozenset[str] = frozenset()  # names a graph document's "requires" list may hold
+KNOWN_FEATURES: frozenset[str] = frozenset({"quant-scales-f16"})  # names a document's "requires" may hold
 MAX_NDIM = 64
 MAX_DIM = 1 << 62
 MAX_FALLBACKS = 4

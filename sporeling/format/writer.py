@@ -20,7 +20,7 @@ import numpy as np
 from ..ir import Graph
 from ..tools import atomic_write
 from .codecs import CODECS, codec_for
-from .codecs_quant import Encoded
+from .codecs_quant import SCALES_F16, Encoded
 from .dtypes import dtype_name
 from .graph_json import FormatProblem, encode_graph
 from .layout import ALIGN, HEADER_SIZE, REQUIRED, Section, SporeFormatError, crc32, pack_header, pack_table, pad_to
@@ -99,6 +99,8 @@ def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None
                                 f"(or name more than one)")
         tensors = _Tensors({id(arrays[k]): v for k, v in (encoded or {}).items()})
         doc = {"graph": encode_graph(graph, tensors.add), "tensors": tensors.entries}
+        if any((e.params or {}).get("scales") == "f16" for e in (encoded or {}).values()):
+            doc["requires"] = [SCALES_F16]  # a reader that ignored the compact scales would misread the weights
         if provenance is not None and not isinstance(provenance, dict):
             raise FormatProblem(f"provenance must be a dict, not {type(provenance).__name__}")
         meta = {**(provenance or {}), "producer": _producer()}

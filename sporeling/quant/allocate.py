@@ -32,7 +32,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .encode import Quantized
+from .encode import Quantized, compact_scales
 from .mixed import quantize_levels
 
 LEVEL_GRID = (1, 2, 3, 5, 7, 11, 15, 23, 31, 47, 63, 95, 127, 191, 255, 511, 1023, 4095)
@@ -51,13 +51,14 @@ def entropy_bytes(codes: np.ndarray) -> float:
 class Candidates:
     """For one tensor: error and coded size at every level of LEVEL_GRID."""
 
-    def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool, scale_bytes: int = 8):
+    def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool):
         self.w, self.axis, self.bias_correction = w, axis, bias_correction
         channels = 1 if axis is None else w.shape[axis]
         self.table: list[tuple[int, float, float]] = []
         for levels in LEVEL_GRID:
             q = self.quantize(levels)
-            self.table.append((levels, q.error, entropy_bytes(q.codes) + scale_bytes * channels + HEADER_BYTES))
+            scales = 4 + 4 * channels if compact_scales(q.params) is not None else 8 * channels
+            self.table.append((levels, q.error, entropy_bytes(q.codes) + scales + HEADER_BYTES))
 
     def error_at(self, levels: int) -> float:
         return next(e for lv, e, _ in self.table if lv == levels)

@@ -29,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import SporelingError
+from ..format.codecs_quant import encode_half
 from ..ir import Graph
 from ..tools import human_bytes
 from .encode import channel_axes, encode, quantize_tensor
@@ -103,12 +104,19 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
         layers.append({"name": name, "shape": list(w.shape), "bits": q.params.bits,
                        "codec": enc.codec if keep else "raw", "bits_per_weight": 8 * stored / w.size,
                        "error": q.error, "float_bytes": int(w.nbytes), "stored_bytes": stored})
+    halved = 0
+    for name, w in weights.items():  # float32 holding float16 values (a folded Cast): stored as float16, losslessly
+        half = None if name in quantized else encode_half(w)
+        if half is not None:
+            encoded[name], halved = half, halved + w.nbytes // 2
     _print_layers(layers, say)
+    if halved:
+        say(f"  {human_bytes(halved)} saved losslessly: float32 tensors whose values float16 holds exactly")
     settings = {k: v for k, v in summary.items() if k not in ("sensitivity", "curve")}
     provenance["compression"] = {**settings, "bias_correction": bias_correction, "entropy": entropy,
                                  "per_tensor": per_tensor}
     written = save_spore(graph, dst, provenance=provenance, encoded=encoded)
-    report = {"source": src, "output": dst, **summary, "source_bytes": os.path.getsize(src),
+    report = {"source": src, "output": dst, **summary, "source_bytes": os.path.getsize(src), "half_saved_bytes": halved,
               "float_bytes": float_bytes, "output_bytes": written, "ratio": float_bytes / written,
               "layers": layers, "seconds": round(time.perf_counter() - start, 3)}
     say(f"wrote {dst}: {human_bytes(written)}, {report['ratio']:.2f}x smaller than the float model "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..format.codecs_quant import MAX_RATIO, Encoded, affine_header
+from ..format.codecs_quant import MAX_RATIO, Encoded, affine_header, half_affine, half_affine_header, to_half_affine
 from ..ir import Graph
 from .bias_correction import bias_correct, mean_relative_rms_error
 from .bitpack import pack
@@ -69,18 +69,48 @@ def quantize_tensor(w: np.ndarray, bits: int, axis: int | None, *, bias_correcti
     return Quantized(codes, params, mean_relative_rms_error(w, deq, axis))
 
 
-def affine(params: QuantParams) -> tuple[np.ndarray, np.ndarray]:
-    """(A, B) per channel with value = code * A + B: the form the file stores."""
+COMPACT_MAX_BITS = 8  # up to here float16 scales (a 2**-12 gain error) are far below the rounding noise
+
+
+def _exact_affine(params: QuantParams) -> tuple[np.ndarray, np.ndarray]:
     zp, scale, shift = params.effective()
     b = -zp * scale + (0.0 if shift is None else shift)
-    return np.atleast_1d(scale).astype(np.float32), np.atleast_1d(b).astype(np.float32)
+    return np.atleast_1d(scale), np.atleast_1d(b)
+
+
+def compact_scales(params: QuantParams) -> tuple | None:
+    """(base, a16, d16, zero) when the tensor's scales can be stored in float16 (per channel, symmetric,
+    one zero code, at most COMPACT_MAX_BITS bits): 4 bytes per channel instead of 8."""
+    if params.axis is None or not params.symmetric or not 2 <= params.bits <= COMPACT_MAX_BITS:
+        return None
+    zp = np.atleast_1d(params.zero_point)
+    if not (zp == zp[0]).all():
+        return None
+    zero = int(zp[0])
+    found = to_half_affine(*_exact_affine(params), zero)
+    return None if found is None else (*found, zero)
+
+
+def affine(params: QuantParams) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) per channel with value = code * A + B, exactly as the file stores them (float16-rounded
+    where compact_scales applies): what the searches evaluate is what loads."""
+    compact = compact_scales(params)
+    if compact is not None:
+        return half_affine(*compact)
+    a, b = _exact_affine(params)
+    return a.astype(np.float32), b.astype(np.float32)
 
 
 def encode(q: Quantized, entropy: bool = True) -> Encoded:
     """The smaller of the bit-packed and the FSE-coded form of q (FSE only if `entropy`)."""
-    a, b = affine(q.params)
-    head = affine_header(a, b)
-    params = {"bits": q.params.bits, "axis": q.params.axis, "channels": int(a.size)}
+    channels = int(np.atleast_1d(q.params.scale).size)
+    params = {"bits": q.params.bits, "axis": q.params.axis, "channels": channels}
+    compact = compact_scales(q.params)
+    if compact is not None:
+        head = half_affine_header(*compact[:3])
+        params.update(scales="f16", zero=compact[3])
+    else:
+        head = affine_header(*affine(q.params))
     best = Encoded("qpack", head + pack(q.codes, q.params.bits).tobytes(), params)
     if entropy and q.codes.size:
         from .fse import encode as fse_encode

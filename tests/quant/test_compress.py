@@ -8,6 +8,7 @@ import pytest
 from sporeling.format import Encoded, SporeFormatError, load_spore, save_spore
 from sporeling.ir import Graph, Node, ValueInfo
 from sporeling.quant.encode import affine, encode, quantize_tensor
+from sporeling.quant.mixed import decoded
 from sporeling.quant.quantize import dequantize
 
 rng = np.random.default_rng(0)
@@ -35,9 +36,16 @@ def test_quantized_tensor_round_trips_through_the_file(tmp_path, bits, axis):
     assert enc.codec == "qpack"
     save_spore(g, tmp_path / "m.spore", encoded={"w": enc})
     back = load_spore(tmp_path / "m.spore").initializers["w"]
-    expected = dequantize(q.codes, q.params, dtype=np.float64)
     assert back.dtype == np.float32 and back.shape == w.shape
-    np.testing.assert_allclose(back, expected, rtol=2e-6, atol=2e-6 * float(np.abs(expected).max()))
+    # bit for bit what the quantizer says the file holds (what the searches evaluate)
+    assert np.array_equal(back, decoded(q, np.float32))
+    compact = axis is not None and 2 <= bits <= 8  # float16 scales: 4 bytes a channel, not 8
+    assert (enc.params.get("scales") == "f16") == compact
+    assert len(enc.payload) == (4 + 4 * 32 if compact else 8 * (32 if axis == 0 else 1)) + -(-w.size * bits // 8)
+    # and within float16's rounding of the scales (2**-12 relative) of the exact dequantization
+    expected = dequantize(q.codes, q.params, dtype=np.float64)
+    tol = 2.5e-4 if compact else 2e-6
+    np.testing.assert_allclose(back, expected, rtol=tol, atol=tol * float(np.abs(expected).max()))
     assert np.array_equal(load_spore(tmp_path / "m.spore").initializers["b"], g.initializers["b"])
 
 
@@ -53,11 +61,42 @@ def test_float16_weights_come_back_float16(tmp_path):
 
 def test_affine_form_matches_dequantize():
     w = rng.standard_normal((8, 50)).astype(np.float32)
-    for symmetric in (True, False):
-        q = quantize_tensor(w, 5, 0, bias_correction=True, symmetric=symmetric)
+    for symmetric, bits in ((True, 5), (False, 5), (True, 12)):
+        q = quantize_tensor(w, bits, 0, bias_correction=True, symmetric=symmetric)
         a, b = affine(q.params)
-        np.testing.assert_allclose(q.codes * a[:, None] + b[:, None], dequantize(q.codes, q.params), rtol=1e-5,
-                                   atol=1e-6)
+        # symmetric up to 8 bits: float16 scales (a 2**-12 relative rounding); else float32 exactly
+        tol = 2.5e-4 if symmetric and bits <= 8 else 1e-5
+        np.testing.assert_allclose(q.codes * a[:, None] + b[:, None], dequantize(q.codes, q.params), rtol=tol,
+                                   atol=tol * float(np.abs(w).max()))
+
+
+def test_half_codec_is_lossless_and_only_for_exact_values(tmp_path):
+    from sporeling.format.codecs_quant import encode_half
+
+    exact = rng.standard_normal(300).astype(np.float16).astype(np.float32)
+    exact[:3] = [0.0, -0.0, 65504.0]
+    assert encode_half(exact) is not None
+    assert encode_half(exact + np.float32(1e-4)) is None and encode_half(np.array([1e-9], np.float32)) is None
+    g = Graph([Node("Add", ["x", "c"], ["y"])], [ValueInfo("x", np.dtype(np.float32), (300,))],
+              [ValueInfo("y", np.dtype(np.float32), (300,))], {"c": exact}, opsets={"": 17})
+    save_spore(g, tmp_path / "h.spore", encoded={"c": encode_half(exact)})
+    back = load_spore(tmp_path / "h.spore").initializers["c"]
+    assert back.dtype == np.float32 and np.array_equal(back.view(np.uint32), exact.view(np.uint32))
+
+
+def test_compact_scales_are_a_required_feature(tmp_path):
+    from sporeling.format import reader
+
+    g = conv_graph()
+    save_spore(g, tmp_path / "m.spore", encoded={"w": encode(quantize_tensor(g.initializers["w"], 6, 0))})
+    assert "quant-scales-f16" in reader.KNOWN_FEATURES
+    old = reader.KNOWN_FEATURES
+    try:  # a reader without the feature refuses the file by name rather than misreading the scales
+        reader.KNOWN_FEATURES = frozenset()
+        with pytest.raises(SporeFormatError, match="quant-scales-f16"):
+            load_spore(tmp_path / "m.spore")
+    finally:
+        reader.KNOWN_FEATURES = old
 
 
 

@@ -200,9 +200,11 @@ def test_should_quantize():
     conv = np.zeros((32, 16, 3, 3), np.float32)  # 4608 elements, 32 channels
     assert should_quantize("conv.weight", conv)
     assert not should_quantize("conv.bias", np.zeros(5000, np.float32))  # 1-D: bias or norm
-    assert not should_quantize("small", np.zeros((16, 16), np.float32))  # 256 <= 1024 elements
-    assert not should_quantize("few_channels", np.zeros((16, 64, 3, 3), np.float32))  # 16 channels
-    assert should_quantize("few_channels", np.zeros((16, 64, 3, 3), np.float32), min_channels=8)
+    assert not should_quantize("small", np.zeros((16, 16), np.float32))  # 256 <= 256 elements
+    assert should_quantize("small", np.zeros((16, 17), np.float32))
+    assert not should_quantize("few_channels", np.zeros((4, 64, 3, 3), np.float32))  # 4 channels
+    assert should_quantize("few_channels", np.zeros((16, 64, 3, 3), np.float32))
+    assert not should_quantize("few_channels", np.zeros((16, 64, 3, 3), np.float32), min_channels=16)
     assert should_quantize("dense", np.zeros((10, 1280), np.float32))  # channel rule is for conv kernels
     assert not should_quantize("shape", np.zeros((64, 64), np.int64))
     assert should_quantize("small", np.zeros((16, 16), np.float32), min_size=0)

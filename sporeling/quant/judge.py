@@ -76,16 +76,32 @@ def worst_mean_agreement(expected: list[dict], got: list[dict]) -> float:
     rec's per-step softmax) flips a near-tie between two characters on some tiny change, which drops one
     input's cosine by a few hundredths at any bit width; the worst single input would be a coin toss.
     An output of fewer than SMALL_OUTPUT values (a face score) has a cosine of +-1 on its own, so its
-    values over all inputs are joined and judged as one vector, as benchmarks/compression.py does."""
+    values over all inputs are joined and judged as one vector, as benchmarks/compression.py does, and
+    its magnitude is held too (_energy_agreement)."""
     worst = 1.0
     for k in expected[0]:
         refs, outs = [np.asarray(r[k]) for r in expected], [np.asarray(o[k]) for o in got]
         if refs[0].size < SMALL_OUTPUT:
-            value = agreement(np.concatenate([r.ravel() for r in refs]), np.concatenate([o.ravel() for o in outs]))
+            ref, out = np.concatenate([r.ravel() for r in refs]), np.concatenate([o.ravel() for o in outs])
+            value = min(agreement(ref, out), _energy_agreement(ref, out))
         else:
             value = float(np.mean([agreement(r, o) for r, o in zip(refs, outs)]))
         worst = min(worst, value)
     return worst
+
+
+def _energy_agreement(ref: np.ndarray, got: np.ndarray) -> float:
+    """1 - |got - ref|^2 / (2 |ref|^2): the cosine the error would leave if it were all at right angles to
+    ref, so a change of magnitude counts too. A few joined scalars (one face score per input) have few
+    directions to turn in; their cosine alone forgives a score that halves."""
+    ref, got = ref.astype(np.float64), got.astype(np.float64)
+    energy = float(ref @ ref)
+    if not np.isfinite(energy) or not np.isfinite(got).all():
+        return 1.0 if np.array_equal(ref, got, equal_nan=True) else 0.0
+    if energy == 0:
+        return 1.0 if not got.any() else 0.0
+    diff = got - ref
+    return 1.0 - float(diff @ diff) / (2.0 * energy)
 
 
 def agreement(ref: np.ndarray, got: np.ndarray) -> float:

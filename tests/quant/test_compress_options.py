@@ -158,3 +158,11 @@ def test_weights_inside_if_branches_are_compressed(tmp_path):
         ref = Model(g).run({"x": x, "cond": np.array(cond)})["y"]
         got = back.run({"x": x, "cond": np.array(cond)})["y"]
         assert float(np.sum(ref * got) / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.99
+
+
+def test_a_joined_small_output_must_keep_its_magnitude():
+    ref = [{"score": np.array([[4.0]])}, {"score": np.array([[6.0]])}]
+    halved = [{"score": np.array([[2.0]])}, {"score": np.array([[3.0]])}]  # the same direction, half the size
+    assert worst_mean_agreement(ref, halved) < 0.9
+    close = [{"score": np.array([[4.01]])}, {"score": np.array([[5.99]])}]
+    assert worst_mean_agreement(ref, close) > 0.9999

@@ -200,10 +200,11 @@ def run_method(case: ri.Case, src: str, stem: str, options: dict, calibrated: bo
     folds = [[i for i in range(n) if i % 2 == k] for k in (0, 1)] if n >= 2 and not case.feedback else [list(range(n))]
     outs: list = [None] * n
     reports = []
+    feeds = full_feeds(case, src)
     for k, judged in enumerate(folds):
         calib = [i for i in range(n) if i not in judged] or judged
         dst = f"{stem}.fold{k}.spore"
-        reports.append(compress(src, dst, calib=[dict(case.inputs[i][1]) for i in calib], **options))
+        reports.append(compress(src, dst, calib=[feeds[i] for i in calib], **options))
         sub = ri.Case(case.name, case.path, [case.inputs[i] for i in judged], case.task, case.feedback)
         for i, o in zip(judged, ri.run_case(sub, sporeling_engine(dst))):
             outs[i] = o
@@ -215,6 +216,20 @@ def run_method(case: ri.Case, src: str, stem: str, options: dict, calibrated: bo
         report["folds"] = [{"judged": [case.inputs[i][0] for i in f], "output_bytes": r["output_bytes"]}
                            for f, r in zip(folds, reports)]
     return outs, report
+
+
+def full_feeds(case: ri.Case, src: str) -> list[dict]:
+    """Each input's complete feeds: with the state the float model carries into it (silero's)."""
+    import sporeling
+
+    if not case.feedback:
+        return [dict(f) for _, f in case.inputs]
+    model, carried, feeds = sporeling.load(src), {}, []
+    for _, f in case.inputs:
+        feeds.append({**f, **carried})
+        got = model.run(feeds[-1])
+        carried = {inp: np.asarray(got[out]) for out, inp in case.feedback.items() if out in got}
+    return feeds
 
 
 def ort_rows(case: ri.Case, sizes: tuple[int, int, int], tmp: str) -> list[dict]:

@@ -48,7 +48,7 @@ from common import one_line  # noqa: E402
 from common import versions as library_versions  # noqa: E402
 
 METHODS = {"fixed8": ("fixed", 8), "fixed6": ("fixed", 6), "fixed4": ("fixed", 4), "original": ("original", None),
-           "mixed": ("mixed", None), "mixed-calib": ("mixed", None)}
+           "mixed": ("mixed", None), "mixed-calib": ("mixed", None), "mixed-calib-gptq": ("mixed", None)}
 PEERS = ["ort", "zstd"]
 TARGET_RATIO, TARGET_COSINE, TARGET_ACC_DROP = 7.0, 0.995, 0.01
 
@@ -156,7 +156,9 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
             # an integer scalar input is a setting, not data (silero's sample rate): it keeps its real value
             options["inputs"] = {k: v for k, v in first.items() if np.ndim(v) == 0 and np.asarray(v).dtype.kind in "iu"}
         try:
-            outs, report = run_method(case, src, os.path.join(tmp, f"{name}.{m}"), options, m == "mixed-calib")
+            if m == "mixed-calib-gptq":
+                options["rounding"] = "gptq"
+            outs, report = run_method(case, src, os.path.join(tmp, f"{name}.{m}"), options, m.startswith("mixed-calib"))
         except Exception as e:  # noqa: BLE001  (one method failing must not stop the others)
             if m == "mixed":
                 print(f"{name}: mixed: not available: {one_line(e)}", file=sys.stderr, flush=True)

@@ -99,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
                    "input name) hold one sample per row, or a folder of .npz files, one sample each")
     p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE|FILE.npy",
                    help="a value an input always takes in the search's random samples (e.g. sr=16000)")
+    p.add_argument("--rounding", choices=["nearest", "gptq"], default=None,
+                   help="how weights round to their levels (default nearest); gptq, with --calib, spreads each "
+                   "rounding error over the layer's other inputs as the calibration inputs weigh them (give it "
+                   "dozens of samples: with a few it fits them and does worse on others)")
     p.add_argument("--report", metavar="report.json", help="also write the report as JSON (atomically)")
     p.add_argument("--plot", metavar="curve.png",
                    help="draw every allocation the mixed search measured, size against output cosine "
@@ -229,7 +233,7 @@ def cmd_compress(args) -> int:
                       target_size=args.target_size, bias_correction=not args.no_bias_correction,
                       entropy=not args.no_entropy, per_tensor=args.per_tensor, min_size=args.min_size,
                       input_shapes=parse_shapes(args.input_shape), inputs=dict(map(_input_value, args.input)),
-                      calib=args.calib, plot=args.plot)
+                      calib=args.calib, rounding=args.rounding, plot=args.plot)
     if args.report:
         text = json.dumps(report, indent=1).encode()
         atomic_write(args.report, lambda f: f.write(text))

@@ -51,12 +51,17 @@ def entropy_bytes(codes: np.ndarray) -> float:
 class Candidates:
     """For one tensor: error and coded size at every level of LEVEL_GRID."""
 
-    def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool):
-        self.w, self.axis, self.bias_correction = w, axis, bias_correction
+    def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool,
+                 rounder: Callable[[int], Quantized] | None = None):
+        """rounder: how quantize() rounds at a level (GPTQ with calibration inputs; default to nearest).
+        The table is always round-to-nearest's: its errors are the common unit the sensitivities are
+        measured in, and its sizes hold for any rounding onto the same grid."""
+        self.w, self.axis, self.bias_correction, self.rounder = w, axis, bias_correction, rounder
+        self._rounded: dict[int, Quantized] = {}
         channels = 1 if axis is None else w.shape[axis]
         self.table: list[tuple[int, float, float]] = []
         for levels in LEVEL_GRID:
-            q = self.quantize(levels)
+            q = self.nearest(levels)
             scales = 4 + 4 * channels if compact_scales(q.params) is not None else 8 * channels
             self.table.append((levels, q.error, entropy_bytes(q.codes) + scales + HEADER_BYTES))
 
@@ -75,8 +80,15 @@ class Candidates:
     def size_at(self, levels: int) -> float:
         return next(b for lv, _, b in self.table if lv == levels)
 
-    def quantize(self, levels: int) -> Quantized:
+    def nearest(self, levels: int) -> Quantized:
         return quantize_levels(self.w, levels, self.axis, self.bias_correction, clip=True)
+
+    def quantize(self, levels: int) -> Quantized:
+        if self.rounder is None:
+            return self.nearest(levels)
+        if levels not in self._rounded:
+            self._rounded[levels] = self.rounder(levels)
+        return self._rounded[levels]
 
 
 UNIFORM_REFERENCES = {"8-bit": 127, "6-bit": 31}  # uniform allocations measured too, for the report (and they may win)

@@ -44,7 +44,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
              target_cosine: float = 0.995, target_size: float | None = None, bias_correction: bool = True,
              entropy: bool = True, per_tensor: bool = False, min_size: int | None = None,
              input_shapes: dict[str, tuple[int, ...]] | None = None, inputs: dict[str, Any] | None = None,
-             samples: int = 4, calib: str | os.PathLike | list[dict] | None = None, plot: str | None = None,
+             samples: int = 4, calib: str | os.PathLike | list[dict] | None = None, rounding: str | None = None,
+             plot: str | None = None,
              check: bool = True, verbose: bool = True, stream: IO[str] | None = None) -> dict[str, Any]:
     """Compresses `src` into the .spore file `dst`; returns the report (see the module docstring).
     target_size: MB (10**6 bytes) for the whole file; the mixed method then minimises output error within it.
@@ -52,6 +53,9 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     inputs: values some inputs always take in the samples (e.g. {"sr": 16000}); the rest are random.
     calib: sample inputs to judge the searches on instead of random ones (a list of feed dicts, an .npz
     whose arrays, keyed by input name, hold one sample per row, or a folder of such .npz files).
+    rounding: "nearest" (the default), or "gptq" with calib and the mixed method: GPTQ on the calibration
+    inputs' layer statistics. It reaches the target with coarser levels on the calibration inputs, and
+    fits them: with a handful of samples, other inputs lose more than they gain (benchmarks/README.md).
     plot: a .png of every allocation the search measured (size against output agreement)."""
     from ..format import save_spore
     from ..model import load_graph
@@ -61,6 +65,10 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     src, dst = os.fspath(src), os.fspath(dst)
     say = (lambda s: print(s, file=stream or sys.stdout, flush=True)) if verbose else (lambda s: None)
     _check_options(method, bits, target_cosine, target_size, plot)
+    rounding = rounding or "nearest"
+    if rounding not in ("nearest", "gptq") or (rounding == "gptq" and (calib is None or method != "mixed")):
+        raise SporelingError(f"compress: rounding is 'nearest' or 'gptq', and gptq needs --calib and --method "
+                             f"mixed, not {rounding!r} with method {method}{'' if calib is not None else ' and no calib'}")
     min_size = MIN_QUANT_WEIGHT_SIZE if min_size is None else int(min_size)
     start = time.perf_counter()
     graph = load_graph(src)
@@ -90,7 +98,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
                                  f"alone take {fixed_bytes / MB:.3f} MB")
         feeds = load_calibration(calib)
         quantized, summary = _search(method, graph, weights, chosen, target_cosine, budget, bias_correction,
-                                     input_shapes or {}, inputs, samples, feeds, say)
+                                     input_shapes or {}, inputs, samples, feeds, rounding, say)
         for p in summary.get("curve", []):
             p["file_bytes"] = p["code_bytes"] + fixed_bytes
     layers, encoded = [], {}
@@ -148,7 +156,7 @@ def _check_options(method: str, bits: int, target_cosine: float, target_size: fl
 
 def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: dict[str, int | None], target_cosine: float, budget: float | None,
             bias_correction: bool, shapes: dict, inputs: dict | None, samples: int, calib: list[dict] | None,
-            say) -> tuple[dict, dict]:
+            rounding: str, say) -> tuple[dict, dict]:
     """The mixed-bit searches, judged by worst_mean_agreement on the sample inputs: "mixed" allocates
     levels globally by sensitivity (allocate.py), "original" holds every tensor to one tuned error target
     (mixed.py)."""
@@ -183,12 +191,13 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     say(f"{method} search over {len(chosen)} tensors, for {goal} on {len(feeds)} "
         f"{'calibration' if calib else 'random'} inputs")
     progress = lambda s: say("  " + s)  # noqa: E731
-    summary: dict[str, Any] = {"method": method, "target_cosine": target_cosine}
+    summary: dict[str, Any] = {"method": method, "target_cosine": target_cosine, "rounding": rounding}
     if method == "original":
         searches = {n: TensorSearch(weights[n], a, bias_correction) for n, a in chosen.items()}
         summary["target_error"], quantized, worst = tune(searches, score, target_cosine, progress=progress)
     else:
-        cands = {n: Candidates(weights[n], a, bias_correction) for n, a in chosen.items()}
+        rounders = _gptq_rounders(graph, chosen, calib, bias_correction, say) if rounding == "gptq" else {}
+        cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n)) for n, a in chosen.items()}
         found = allocate(cands, score, target_cosine, progress=progress, budget=budget)
         quantized, worst = found.quantized, found.value
         summary["sensitivity"] = {k: (float(v) if np.isfinite(v) else None) for k, v in found.sensitivity.items()}
@@ -203,6 +212,26 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     elif not summary["met"]:
         say(f"  even the finest levels leave the worst cosine at {worst:.5f} < {target_cosine}")
     return quantized, summary
+
+
+def _gptq_rounders(graph: Graph, chosen: dict, calib: list[dict], bias_correction: bool, say) -> dict:
+    """name -> levels -> GPTQ-rounded codes (gptq.py), for the weights GPTQ can take: the graph's own,
+    read by a Conv/Gemm/MatMul whose inputs the calibration feeds show in enough rows."""
+    from .gptq import Calibrated, weight_readers
+
+    start = time.perf_counter()
+    top = {n: a for n, a in chosen.items() if n in graph.initializers}
+    readers = weight_readers(graph, top)
+    cal = Calibrated(graph, top, calib, bias_correction=bias_correction)
+    usable = [n for n in top if n in readers and (st := cal.stats.get(n)) is not None
+              and (top[n] is None or top[n] % weights_ndim(graph, n) == st.axis) and st.rows >= st.h.shape[-1]]
+    say(f"  GPTQ rounding: input statistics of {len(usable)} of {len(chosen)} tensors from {len(calib)} "
+        f"calibration inputs in {time.perf_counter() - start:.1f} s (the rest round to nearest)")
+    return {n: (lambda levels, n=n: cal.quantize(n, levels)) for n in usable}
+
+
+def weights_ndim(graph: Graph, name: str) -> int:
+    return graph.initializers[name].ndim
 
 
 def _print_layers(layers: list[dict], say) -> None:

@@ -199,3 +199,20 @@ def test_silero_weights_in_its_if_branches_are_compressed(tmp_path):
                  "sr": np.array(sr, np.int64)}
         ref, got = float_model.run(feeds), back.run(feeds)
         assert abs(float(ref["output"].ravel()[0]) - float(got["output"].ravel()[0])) < 0.05
+
+
+def test_gptq_rounding_in_the_mixed_search(chain_onnx, tmp_path):
+    from sporeling.quant.compress import compress
+
+    calib = [{"x": rng.standard_normal((1, 8, 10, 10)).astype(np.float32)} for _ in range(4)]
+    near = compress(chain_onnx, tmp_path / "n.spore", calib=calib, target_cosine=0.999, verbose=False)
+    gptq = compress(chain_onnx, tmp_path / "g.spore", calib=calib, rounding="gptq", target_cosine=0.999,
+                    verbose=False)
+    assert near["rounding"] == "nearest" and gptq["rounding"] == "gptq"
+    assert gptq["met"] and gptq["search_cosine"] >= 0.999
+    # the same grid, rounded to cancel errors: the target is met at least as coarsely on these inputs
+    assert gptq["output_bytes"] <= near["output_bytes"] * 1.02
+    for bad in ({"rounding": "gptq"}, {"rounding": "gptq", "calib": calib, "method": "original"},
+                {"rounding": "best"}):
+        with pytest.raises(SporelingError, match="rounding"):
+            compress(chain_onnx, tmp_path / "x.spore", verbose=False, **bad)

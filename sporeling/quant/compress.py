@@ -33,7 +33,8 @@ from ..format.codecs_quant import encode_half
 from ..ir import Graph
 from ..tools import human_bytes
 from .encode import channel_axes, encode, quantize_tensor
-from .judge import load_calibration, output_cosines, sample_feeds, worst_mean_agreement
+from .judge import (load_calibration, output_cosines, sample_feeds, symbolic_inputs, symbolic_note,
+                    worst_mean_agreement)
 from .quantize import MIN_QUANT_WEIGHT_SIZE, should_quantize
 
 METHODS = ("mixed", "original", "fixed")
@@ -135,6 +136,9 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
         plot_curve(report, plot)
         say(f"wrote {plot}")
     if check:
+        if method == "fixed" and (loose := symbolic_inputs(
+                [v for v in graph.inputs if v.name not in graph.initializers], input_shapes or {}, inputs)):
+            say(symbolic_note(loose))
         report["cosine"] = output_cosines(graph, dst, input_shapes or {}, inputs)
         say("output cosine to float: " + ", ".join(f"{k} {v:.5f}" for k, v in report["cosine"].items()))
     return report
@@ -166,12 +170,9 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
 
     reference = Model(graph, "float")
     feeds = calib or sample_feeds(reference, shapes, samples, inputs)
-    if not calib:
-        loose = [s.name for s in reference.inputs if s.name not in shapes and (inputs or {}).get(s.name) is None
-                 and any(not isinstance(d, int) for d in (s.shape or ()))]
-        if loose:
-            say(f"note: {', '.join(loose)} {'has' if len(loose) == 1 else 'have'} symbolic dimensions, which the "
-                f"random samples set to 1; a real shape (--input-shape) judges the model as it will run")
+    loose = [] if calib else symbolic_inputs(reference.inputs, shapes, inputs)
+    if loose:
+        say(symbolic_note(loose))
     try:
         expected = [reference.run(f) for f in feeds]
     except SporelingError as e:
@@ -238,6 +239,13 @@ def _print_layers(layers: list[dict], say) -> None:
     for x in layers:
         say(f"  {x['name'][:48]:<48} {str(x['shape']):<20} {x['bits']:>2}-bit codes -> "
             f"{x['bits_per_weight']:5.2f} b/w ({x['codec']})  error {x['error']:.4f}")
+    if layers:
+        count = sum(int(np.prod(x["shape"])) for x in layers)
+        stored = sum(x["stored_bytes"] for x in layers)
+        mean_error = sum(x["error"] * np.prod(x["shape"]) for x in layers) / max(count, 1)
+        say(f"  total: {len(layers)} tensors, {count:,} weights, {human_bytes(sum(x['float_bytes'] for x in layers))} "
+            f"-> {human_bytes(stored)}, {8 * stored / max(count, 1):.2f} bits per weight, "
+            f"weighted mean error {mean_error:.4f}")
 
 
 def _float_size(graph: Graph, provenance: dict) -> int:

@@ -10,6 +10,7 @@ the calibration inputs when given (load_calibration), else seeded random ones of
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -27,6 +28,17 @@ def sample_feeds(model, shapes: dict, samples: int, fixed: dict | None = None, s
         raise SporelingError(f"compress: the model has no input {unknown[0]!r} "
                              f"(its inputs: {', '.join(s.name for s in model.inputs)})")
     return [{**random_feeds(model, seed + i, shapes), **fixed} for i in range(samples)]
+
+
+def symbolic_inputs(specs, shapes: dict, fixed: dict | None = None) -> list[str]:
+    """Of the input specs (name, shape), those with symbolic dimensions that random samples set to 1."""
+    return [s.name for s in specs if s.name not in shapes and (fixed or {}).get(s.name) is None
+            and any(not isinstance(d, int) for d in (s.shape or ()))]
+
+
+def symbolic_note(names: list[str]) -> str:
+    return (f"note: {', '.join(names)} {'has' if len(names) == 1 else 'have'} symbolic dimensions, which the "
+            f"random samples set to 1; a real shape (--input-shape) judges the model as it will run")
 
 
 def load_calibration(calib) -> list[dict] | None:
@@ -62,8 +74,10 @@ def output_cosines(graph: Graph, dst: str, shapes: dict, fixed: dict | None = No
 
     compressed = load(dst)
     feeds = sample_feeds(compressed, shapes, 1, fixed, seed)[0]
-    ref = Model(graph, "float").run(feeds)
-    got = compressed.run(feeds)
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # a 1x1 sample may pool nothing: NaN, said below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = Model(graph, "float").run(feeds)
+        got = compressed.run(feeds)
     return {k: cosine(np.asarray(v), np.asarray(got[k])) for k, v in ref.items()}
 
 

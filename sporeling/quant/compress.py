@@ -207,7 +207,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
             summary["unreached"] = found.unreached
             say(f"  {len(found.unreached)} tensors change no output on these samples (a branch they never take): "
                 f"they get {UNREACHED_LEVELS} levels, not a judged width")
-    summary.update(search_cosine=worst, met=worst >= target_cosine)
+    summary.update(search_cosine=float(worst), met=bool(worst >= target_cosine))
     if budget is not None:
         summary["target_size_code_bytes"] = budget
     elif not summary["met"]:

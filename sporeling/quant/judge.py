@@ -86,9 +86,12 @@ SMALL_OUTPUT = 8  # outputs of fewer values are judged joined over the inputs
 
 def worst_mean_agreement(expected: list[dict], got: list[dict]) -> float:
     """The figure the searches hold to the target: per output, the mean over the sample inputs of
-    agreement(); then the worst output. The mean, as the target is judged: a probability output (PP-OCR
-    rec's per-step softmax) flips a near-tie between two characters on some tiny change, which drops one
-    input's cosine by a few hundredths at any bit width; the worst single input would be a coin toss.
+    agreement(), less its standard error; then the worst output. The mean, as the target is judged: a
+    probability output (PP-OCR rec's per-step softmax) flips a near-tie between two characters on some
+    tiny change, which drops one input's cosine by a few hundredths at any bit width; the worst single
+    input would be a coin toss. Less the standard error, because the search picks the smallest model
+    that meets the target on these few inputs, and other inputs fall short of such a mean by about that
+    much (PP-OCRv4 rec, data-free: held-out real cosine 0.9948 with the plain mean, 0.9971 with this).
     An output of fewer than SMALL_OUTPUT values (a face score) has a cosine of +-1 on its own, so its
     values over all inputs are joined and judged as one vector, as benchmarks/compression.py does, and
     its magnitude is held too (_energy_agreement)."""
@@ -99,7 +102,10 @@ def worst_mean_agreement(expected: list[dict], got: list[dict]) -> float:
             ref, out = np.concatenate([r.ravel() for r in refs]), np.concatenate([o.ravel() for o in outs])
             value = min(agreement(ref, out), _energy_agreement(ref, out))
         else:
-            value = float(np.mean([agreement(r, o) for r, o in zip(refs, outs)]))
+            values = np.array([agreement(r, o) for r, o in zip(refs, outs)])
+            value = float(values.mean())
+            if len(values) > 1:  # the mean less its standard error: what the next input can expect
+                value -= float(values.std(ddof=1) / np.sqrt(len(values)))
         worst = min(worst, value)
     return worst
 

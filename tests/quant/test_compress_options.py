@@ -216,3 +216,12 @@ def test_gptq_rounding_in_the_mixed_search(chain_onnx, tmp_path):
                 {"rounding": "best"}):
         with pytest.raises(SporelingError, match="rounding"):
             compress(chain_onnx, tmp_path / "x.spore", verbose=False, **bad)
+
+
+def test_the_judged_figure_is_the_mean_less_its_standard_error():
+    ref = [{"y": np.ones(64) + np.arange(64) * 0.01} for _ in range(4)]
+    steady = [{"y": r["y"] * 1.0 + 0.01 * np.sin(np.arange(64) + k)} for k, r in enumerate(ref)]
+    values = np.array([agreement(r["y"], o["y"]) for r, o in zip(ref, steady)])
+    expected = values.mean() - values.std(ddof=1) / 2  # sqrt(4) samples
+    assert worst_mean_agreement(ref, steady) == pytest.approx(expected, abs=1e-12)
+    assert worst_mean_agreement(ref[:1], steady[:1]) == pytest.approx(values[0], abs=1e-12)  # one sample: its value

@@ -65,11 +65,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
 
     src, dst = os.fspath(src), os.fspath(dst)
     say = (lambda s: print(s, file=stream or sys.stdout, flush=True)) if verbose else (lambda s: None)
-    _check_options(method, bits, target_cosine, target_size, plot)
     rounding = rounding or "nearest"
-    if rounding not in ("nearest", "gptq") or (rounding == "gptq" and (calib is None or method != "mixed")):
-        raise SporelingError(f"compress: rounding is 'nearest' or 'gptq', and gptq needs --calib and --method "
-                             f"mixed, not {rounding!r} with method {method}{'' if calib is not None else ' and no calib'}")
+    _check_options(method, bits, target_cosine, target_size, plot, rounding, calib is not None)
     min_size = MIN_QUANT_WEIGHT_SIZE if min_size is None else int(min_size)
     start = time.perf_counter()
     graph = load_graph(src)
@@ -114,7 +111,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
                        "codec": enc.codec if keep else "raw", "bits_per_weight": 8 * stored / w.size,
                        "error": q.error, "float_bytes": int(w.nbytes), "stored_bytes": stored})
     halved = 0
-    for name, w in weights.items():  # float32 holding float16 values (a folded Cast): stored as float16, losslessly
+    for name, w in weights.items():  # float32 holding float16 values (a folded Cast): float16 bytes, lossless
         half = None if name in quantized else encode_half(w)
         if half is not None:
             encoded[name], halved = half, halved + w.nbytes // 2
@@ -125,11 +122,12 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     provenance["compression"] = {**settings, "bias_correction": bias_correction, "entropy": entropy,
                                  "per_tensor": per_tensor}
     written = save_spore(graph, dst, provenance=provenance, encoded=encoded)
-    report = {"source": src, "output": dst, **summary, "source_bytes": os.path.getsize(src), "half_saved_bytes": halved,
-              "float_bytes": float_bytes, "output_bytes": written, "ratio": float_bytes / written,
-              "layers": layers, "seconds": round(time.perf_counter() - start, 3)}
+    report = {"source": src, "output": dst, **summary, "source_bytes": os.path.getsize(src),
+              "half_saved_bytes": halved, "float_bytes": float_bytes, "output_bytes": written,
+              "ratio": float_bytes / written, "layers": layers, "seconds": round(time.perf_counter() - start, 3)}
     say(f"wrote {dst}: {human_bytes(written)}, {report['ratio']:.2f}x smaller than the float model "
-        f"({human_bytes(float_bytes)}); {len(encoded)} of {len(weights)} tensors quantized")
+        f"({human_bytes(float_bytes)}); {sum(x['codec'] != 'raw' for x in layers)} of {len(weights)} tensors "
+        f"quantized")
     if plot:
         from .plot import plot_curve
 
@@ -144,7 +142,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     return report
 
 
-def _check_options(method: str, bits: int, target_cosine: float, target_size: float | None, plot: str | None):
+def _check_options(method: str, bits: int, target_cosine: float, target_size: float | None, plot: str | None,
+                   rounding: str, calibrated: bool):
     if method not in METHODS:
         raise SporelingError(f"compress: method must be one of {', '.join(METHODS)}, not {method!r}")
     if method == "fixed" and not 1 <= int(bits) <= 16:
@@ -156,11 +155,14 @@ def _check_options(method: str, bits: int, target_cosine: float, target_size: fl
                              f"{method} and {target_size}")
     if plot is not None and method != "mixed":
         raise SporelingError(f"compress: --plot draws the mixed search's measurements; --method {method} has none")
+    if rounding not in ("nearest", "gptq") or (rounding == "gptq" and not (calibrated and method == "mixed")):
+        raise SporelingError(f"compress: rounding is 'nearest' or 'gptq', and gptq needs --calib and --method "
+                             f"mixed, not {rounding!r} with method {method}{'' if calibrated else ' and no calib'}")
 
 
-def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: dict[str, int | None], target_cosine: float, budget: float | None,
-            bias_correction: bool, shapes: dict, inputs: dict | None, samples: int, calib: list[dict] | None,
-            rounding: str, say) -> tuple[dict, dict]:
+def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: dict[str, int | None],
+            target_cosine: float, budget: float | None, bias_correction: bool, shapes: dict, inputs: dict | None,
+            samples: int, calib: list[dict] | None, rounding: str, say) -> tuple[dict, dict]:
     """The mixed-bit searches, judged by worst_mean_agreement on the sample inputs: "mixed" allocates
     levels globally by sensitivity (allocate.py), "original" holds every tensor to one tuned error target
     (mixed.py)."""
@@ -218,21 +220,15 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
 def _gptq_rounders(graph: Graph, chosen: dict, calib: list[dict], bias_correction: bool, say) -> dict:
     """name -> levels -> GPTQ-rounded codes (gptq.py), for the weights GPTQ can take: the graph's own,
     read by a Conv/Gemm/MatMul whose inputs the calibration feeds show in enough rows."""
-    from .gptq import Calibrated, weight_readers
+    from .gptq import Calibrated
 
     start = time.perf_counter()
     top = {n: a for n, a in chosen.items() if n in graph.initializers}
-    readers = weight_readers(graph, top)
     cal = Calibrated(graph, top, calib, bias_correction=bias_correction)
-    usable = [n for n in top if n in readers and (st := cal.stats.get(n)) is not None
-              and (top[n] is None or top[n] % weights_ndim(graph, n) == st.axis) and st.rows >= st.h.shape[-1]]
+    usable = [n for n in top if cal.takes(n)]
     say(f"  GPTQ rounding: input statistics of {len(usable)} of {len(chosen)} tensors from {len(calib)} "
         f"calibration inputs in {time.perf_counter() - start:.1f} s (the rest round to nearest)")
     return {n: (lambda levels, n=n: cal.quantize(n, levels)) for n in usable}
-
-
-def weights_ndim(graph: Graph, name: str) -> int:
-    return graph.initializers[name].ndim
 
 
 def _print_layers(layers: list[dict], say) -> None:

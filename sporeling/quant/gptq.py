@@ -309,17 +309,23 @@ def _waves(graph: Graph, readers: dict[str, tuple[str, list[Node]]]) -> list[lis
 def _one(w: np.ndarray, levels: int, axis: int | None, st: LayerInput | None, bias_correction: bool,
          options: dict) -> tuple[Quantized, str]:
     """GPTQ where the layer's statistics allow it, else rounding to nearest; and a line saying which."""
-    if st is None:
-        why = "no Conv/Gemm/MatMul reader"
-    elif axis is not None and axis % w.ndim != st.axis:
-        why = "per-channel axis is not the layer's output axis"
-    elif st.rows < st.h.shape[-1]:  # e.g. a squeeze-excite FC sees one row per feed: H would be all noise
-        why = f"{st.rows} calibration rows for {st.h.shape[-1]} inputs"
-    else:
+    why = _why_not(w, axis, st)
+    if why is None:
         q = gptq_quantize(w, levels, axis, st.h, out_axis=st.axis, **options)
         return q, f"gptq L={levels} error {q.error:.4f} ({st.rows} rows)"
     q = quantize_levels(w, levels, axis, bias_correction, clip=True)
     return q, f"nearest L={levels} error {q.error:.4f} ({why})"
+
+
+def _why_not(w: np.ndarray, axis: int | None, st: LayerInput | None) -> str | None:
+    """Why a weight rounds to nearest instead of by GPTQ, or None when GPTQ can take it."""
+    if st is None:
+        return "no Conv/Gemm/MatMul reader"
+    if axis is not None and axis % w.ndim != st.axis:
+        return "per-channel axis is not the layer's output axis"
+    if st.rows < st.h.shape[-1]:  # e.g. a squeeze-excite FC sees one row per feed: H would be all noise
+        return f"{st.rows} calibration rows for {st.h.shape[-1]} inputs"
+    return None
 
 
 class Calibrated:
@@ -334,6 +340,10 @@ class Calibrated:
     def quantize(self, name: str, levels: int) -> Quantized:
         return _one(self.graph.initializers[name], levels, self.axes[name], self.stats.get(name),
                     self.bias_correction, self.options)[0]
+
+    def takes(self, name: str) -> bool:
+        """Whether quantize() rounds this weight by GPTQ (else to nearest)."""
+        return _why_not(self.graph.initializers[name], self.axes[name], self.stats.get(name)) is None
 
 
 def gptq(graph: Graph, plan: dict[str, tuple[int, int | None]], feeds: list[dict],

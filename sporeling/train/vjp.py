@@ -1,0 +1,65 @@
+"""Backward rules: for each op, the vector-Jacobian product that turns its outputs' gradients into its inputs'.
+
+The rules live in a table apart from the forward kernels (sporeling/ops), keyed by ONNX op type, so the
+training runtime can differentiate any graph whose ops all have a rule, and say which lack one. A rule
+is a function of a VJPContext (the node's attributes, its forward inputs and outputs, the gradients of
+its outputs, which input gradients are wanted) returning one gradient per input, or None where none is
+wanted or the input is not differentiable (a shape, an index, an omitted optional input). Gradients
+have their input's shape and dtype. Rules are NumPy, vectorised; they are checked against
+torch.autograd in tests/train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import SporelingError
+
+
+@dataclass
+class VJPContext:
+    op_type: str
+    attrs: dict[str, Any]
+    inputs: list[np.ndarray | None]
+    outputs: list[np.ndarray]
+    grads: list[np.ndarray | None]
+    needs: list[bool] = field(default_factory=list)
+    opset: int = 17
+
+    def __post_init__(self):
+        if not self.needs:
+            self.needs = [x is not None for x in self.inputs]
+
+
+VJPRule = Callable[[VJPContext], list]
+VJPS: dict[str, VJPRule] = {}
+
+
+def register_vjp(*op_types: str) -> Callable[[VJPRule], VJPRule]:
+    def add(fn: VJPRule) -> VJPRule:
+        for op in op_types:
+            if op in VJPS:
+                raise ValueError(f"a backward rule for {op} is already registered")
+            VJPS[op] = fn
+        return fn
+
+    return add
+
+
+def vjp_for(op_type: str) -> VJPRule:
+    if op_type not in VJPS:
+        raise SporelingError(f"no backward rule for {op_type}: it cannot be trained through")
+    return VJPS[op_type]
+
+
+def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """g summed over the axes NumPy broadcasting added or stretched to reach g's shape from `shape`."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and g.shape[lead + i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)

@@ -63,3 +63,8 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and g.shape[lead + i] != 1)
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+def wanted(ctx: VJPContext, i: int) -> bool:
+    """Whether input i is present and its gradient is asked for."""
+    return i < len(ctx.inputs) and ctx.inputs[i] is not None and i < len(ctx.needs) and ctx.needs[i]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sporeling.errors import SporelingError
-from sporeling.train.vjp import VJPContext, register_vjp, unbroadcast, vjp_for, VJPS
+from sporeling.train.vjp import VJPS, VJPContext, register_vjp, unbroadcast, vjp_for
 
 
 def test_unbroadcast_sums_what_broadcasting_added():
@@ -34,3 +34,12 @@ def test_registry_refuses_twins_and_names_missing_rules():
 def test_context_wants_every_present_input_by_default():
     ctx = VJPContext("Add", {}, [np.ones(2), None], [np.ones(2)], [np.ones(2)])
     assert ctx.needs == [True, False]
+
+
+def test_the_table_covers_the_cnn_and_transformer_ops():
+    import sporeling.train as train
+
+    wanted = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization", "MaxPool",
+              "AveragePool", "GlobalAveragePool", "Relu", "Clip", "HardSwish", "Sigmoid", "Gelu", "Softmax",
+              "Add", "Mul", "Concat", "Slice", "Reshape", "Transpose", "Dropout"}
+    assert wanted <= set(train.VJPS), sorted(wanted - set(train.VJPS))

@@ -1,0 +1,365 @@
+"""Backward rules for the neural-network ops: MatMul, Gemm, Conv, the pools, Softmax, the normalisations.
+
+Each rule turns the gradients of a node's outputs into the gradients of its inputs, with ONNX semantics
+(attributes read with their ONNX defaults, as the forward kernels in sporeling/ops read them). The
+windowed ops (Conv, MaxPool, AveragePool) share one geometry: the input is padded so every output's
+window lies in range, a strided sliding_window_view gives the patches (N, C, *out, *kernel) without
+copying, the forward-side products are einsums over those patches, and the input gradient is put back
+("col2im") by adding one strided view of the padded gradient per kernel tap, then cropping the pads.
+The output's spatial shape is taken from the gradient itself, so ceil_mode and auto_pad need no
+separate shape arithmetic; only the leading pads are derived from the attributes.
+
+Conventions for outputs other than the main one: MaxPool's Indices carry no gradient. BatchNormalization
+in training mode normalises with the batch statistics (biased variance, as the forward kernel), so X's
+gradient flows through the batch mean and variance; the running-statistic outputs
+(running = input * momentum + batch * (1 - momentum)) pass gradient to the input mean/var (times
+momentum) and to X through the batch statistics. In inference mode the input mean and var are
+constants of the affine map and get their own gradients. LayerNormalization's Mean and InvStdDev
+outputs pass gradient to X as well.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..ops.conv_transpose import transpose_geometry
+from .vjp import VJPContext, register_vjp, unbroadcast, wanted
+
+
+def _as(g, like: np.ndarray):
+    return None if g is None else np.ascontiguousarray(g, dtype=like.dtype).reshape(like.shape)
+
+
+def _compute_dtype(dtype) -> np.dtype:
+    return np.promote_types(dtype, np.float32)
+
+
+# ---- MatMul and Gemm ----------------------------------------------------------------------------
+@register_vjp("MatMul")
+def matmul_vjp(ctx: VJPContext) -> list:
+    a, b = ctx.inputs[:2]
+    g = ctx.grads[0]
+    # 1-D operands are promoted to matrices and the promoted axis removed from the result (numpy rules)
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g[..., None] if b.ndim == 1 else g
+    g2 = g2[..., None, :] if a.ndim == 1 else g2
+    ga = gb = None
+    if wanted(ctx, 0):
+        ga = _as(unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape), a)
+    if wanted(ctx, 1):
+        gb = _as(unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape), b)
+    return [ga, gb]
+
+
+@register_vjp("Gemm")
+def gemm_vjp(ctx: VJPContext) -> list:
+    a, b = ctx.inputs[:2]
+    c = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    g = ctx.grads[0]
+    alpha, beta = ctx.attrs.get("alpha", 1.0), ctx.attrs.get("beta", 1.0)
+    ta, tb = ctx.attrs.get("transA", 0), ctx.attrs.get("transB", 0)
+    a_op = a.T if ta else a
+    b_op = b.T if tb else b
+    res: list = [None, None, None][: len(ctx.inputs)]
+    if wanted(ctx, 0):
+        ga = alpha * (g @ b_op.T)  # gradient of op(A)
+        res[0] = _as(ga.T if ta else ga, a)
+    if wanted(ctx, 1):
+        gb = alpha * (a_op.T @ g)
+        res[1] = _as(gb.T if tb else gb, b)
+    if c is not None and wanted(ctx, 2):
+        res[2] = _as(unbroadcast(beta * g, c.shape), c)
+    return res
+
+
+# ---- window geometry shared by Conv and the pools -----------------------------------------------
+def _auto_pad(attrs) -> str:
+    ap = attrs.get("auto_pad", "NOTSET")
+    return ap.decode() if isinstance(ap, bytes) else ap
+
+
+def _pads(attrs, in_sp, out_sp, kernel, strides, dil) -> tuple[list[int], list[int]]:
+    """Leading and trailing pads per spatial axis, as the forward kernels resolve them."""
+    nd = len(in_sp)
+    ap = _auto_pad(attrs)
+    if ap in ("SAME_UPPER", "SAME_LOWER"):
+        total = [max((o - 1) * s + (k - 1) * d + 1 - i, 0)
+                 for i, o, k, s, d in zip(in_sp, out_sp, kernel, strides, dil)]
+        begin = [t // 2 if ap == "SAME_UPPER" else t - t // 2 for t in total]
+        return begin, [t - b for t, b in zip(total, begin)]
+    if ap == "VALID":
+        return [0] * nd, [0] * nd
+    pads = list(attrs.get("pads") or [0] * (2 * nd))
+    return pads[:nd], pads[nd:]
+
+
+def _geometry(attrs, x_shape, out_sp, kernel):
+    nd = len(kernel)
+    strides = list(attrs.get("strides") or [1] * nd)
+    dil = list(attrs.get("dilations") or [1] * nd)
+    begin, end = _pads(attrs, x_shape[2:], out_sp, kernel, strides, dil)
+    return strides, dil, begin, end
+
+
+def _patches(x, begin, out_sp, kernel, strides, dil, fill=0.0) -> np.ndarray:
+    """View (N, C, *out, *kernel) of the windows over x padded with `fill` at the front by `begin`
+    and at the back as far as the last window reaches (ceil_mode overhang included)."""
+    nd = len(kernel)
+    ext = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    need = [(o - 1) * s + e for o, s, e in zip(out_sp, strides, ext)]
+    after = [max(n - b - sz, 0) for n, b, sz in zip(need, begin, x.shape[x.ndim - nd:])]
+    # a negative leading pad (ConvTranspose with a long output_shape) crops instead
+    xp = np.pad(x, [(0, 0)] * (x.ndim - nd) + [(max(b, 0), a) for b, a in zip(begin, after)], constant_values=fill)
+    xp = xp[(Ellipsis,) + tuple(slice(max(-b, 0), max(-b, 0) + n) for b, n in zip(begin, need))]
+    v = sliding_window_view(xp, ext, axis=tuple(range(x.ndim - nd, x.ndim)))
+    return v[(Ellipsis,) + tuple(slice(None, None, s) for s in strides) + tuple(slice(None, None, d) for d in dil)]
+
+
+def _col2im(gcols, x_shape, begin, kernel, strides, dil) -> np.ndarray:
+    """Adjoint of _patches: sums each tap's gradient into a strided view of the padded input."""
+    nd = len(kernel)
+    lead = len(x_shape) - nd
+    out_sp = gcols.shape[lead:lead + nd]
+    need = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, kernel, dil)]
+    full = [max(n, b + sz) for n, b, sz in zip(need, begin, x_shape[lead:])]
+    gxp = np.zeros(tuple(x_shape[:lead]) + tuple(full), dtype=gcols.dtype)
+    for tap in np.ndindex(*kernel):
+        view = tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in zip(tap, dil, strides, out_sp))
+        gxp[(Ellipsis,) + view] += gcols[(Ellipsis,) + tap]
+    return gxp[(Ellipsis,) + tuple(slice(b, b + sz) for b, sz in zip(begin, x_shape[lead:]))]
+
+
+# ---- Conv -----------------------------------------------------------------------------------------
+@register_vjp("Conv")
+def conv_vjp(ctx: VJPContext) -> list:
+    x, w = ctx.inputs[:2]
+    b = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    g = ctx.grads[0]
+    kernel = tuple(w.shape[2:])
+    out_sp = g.shape[2:]
+    strides, dil, begin, _ = _geometry(ctx.attrs, x.shape, out_sp, kernel)
+    groups = ctx.attrs.get("group", 1)
+    n, c = x.shape[:2]
+    m, nd = w.shape[0], len(kernel)
+    p, k = math.prod(out_sp), math.prod(kernel)
+    mg, cg = m // groups, c // groups
+    # both products are batched GEMMs over the groups, so BLAS does the work (einsum would not)
+    g_ = g.reshape(n, groups, mg, p)
+    res: list = [None] * len(ctx.inputs)
+    if wanted(ctx, 1):
+        cols = _patches(x, begin, out_sp, kernel, strides, dil).reshape(n, groups, cg, p, k)
+        cols = cols.transpose(1, 0, 3, 2, 4).reshape(groups, n * p, cg * k)  # im2col: the patches copied, group-major
+        gw = g_.transpose(1, 2, 0, 3).reshape(groups, mg, n * p) @ cols
+        res[1] = _as(gw, w)
+    if wanted(ctx, 0):
+        w_ = w.reshape(groups, mg, cg * k)
+        gcols = np.swapaxes(w_, -1, -2) @ g_  # (n, groups, cg * k, p): taps ahead of positions
+        gcols = np.moveaxis(gcols.reshape((n, c) + kernel + tuple(out_sp)), range(2, 2 + nd),
+                            range(2 + nd, 2 + 2 * nd))
+        res[0] = _as(_col2im(gcols, x.shape, begin, kernel, strides, dil), x)
+    if b is not None and wanted(ctx, 2):
+        res[2] = _as(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
+    return res
+
+
+@register_vjp("ConvTranspose")
+def conv_transpose_vjp(ctx: VJPContext) -> list:
+    """The forward scatters x (N, C, *in) times W (C, M/group, *kernel) into the full output, then crops
+    pad_begin; the adjoint gathers the output gradient's windows at the same taps, which is _patches of
+    g with pad_begin as its leading pad."""
+    x, w = ctx.inputs[:2]
+    b = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    g = ctx.grads[0]
+    a = ctx.attrs
+    kernel = tuple(a.get("kernel_shape") or w.shape[2:])
+    begin, _, strides, dil = transpose_geometry(x.shape[2:], kernel, a.get("strides"), a.get("dilations"),
+                                                a.get("pads"), a.get("output_padding"), a.get("output_shape"),
+                                                a.get("auto_pad", "NOTSET"))
+    groups = a.get("group", 1)
+    n, c = x.shape[:2]
+    m = g.shape[1]
+    p, k = math.prod(x.shape[2:]), math.prod(kernel)
+    gcols = _patches(g, begin, x.shape[2:], kernel, strides, dil).reshape(n, groups, m // groups, p, k)
+    res: list = [None] * len(ctx.inputs)
+    if wanted(ctx, 0):
+        w_ = w.reshape(groups, c // groups, m // groups, k)
+        res[0] = _as(np.einsum("ngmpk,gcmk->ngcp", gcols, w_, optimize=True), x)
+    if wanted(ctx, 1):
+        x_ = x.reshape(n, groups, c // groups, p)
+        res[1] = _as(np.einsum("ngcp,ngmpk->gcmk", x_, gcols, optimize=True), w)
+    if b is not None and wanted(ctx, 2):
+        res[2] = _as(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
+    return res
+
+
+# ---- pools ----------------------------------------------------------------------------------------
+@register_vjp("MaxPool")
+def maxpool_vjp(ctx: VJPContext) -> list:
+    x = ctx.inputs[0]
+    g = ctx.grads[0]
+    if g is None or not wanted(ctx, 0):
+        return [None]
+    kernel = tuple(ctx.attrs["kernel_shape"])
+    out_sp = g.shape[2:]
+    strides, dil, begin, _ = _geometry(ctx.attrs, x.shape, out_sp, kernel)
+    cols = _patches(x, begin, out_sp, kernel, strides, dil, fill=-np.inf)
+    flat = cols.reshape(g.shape + (-1,))
+    # the whole gradient goes to the first maximum of each window, as torch and onnxruntime pick it
+    arg = flat.argmax(axis=-1)[..., None]
+    gcols = np.zeros(flat.shape, dtype=g.dtype)
+    np.put_along_axis(gcols, arg, g[..., None], axis=-1)
+    gx = _col2im(gcols.reshape(g.shape + kernel), x.shape, begin, kernel, strides, dil)
+    return [_as(gx, x)]
+
+
+@register_vjp("AveragePool")
+def avgpool_vjp(ctx: VJPContext) -> list:
+    x = ctx.inputs[0]
+    g = ctx.grads[0]
+    if g is None or not wanted(ctx, 0):
+        return [None]
+    kernel = tuple(ctx.attrs["kernel_shape"])
+    nd = len(kernel)
+    out_sp = g.shape[2:]
+    strides, dil, begin, end = _geometry(ctx.attrs, x.shape, out_sp, kernel)
+    # the divisor of each window: its taps on the input, plus those on the declared pads when
+    # count_include_pad, never those on the ceil_mode overhang
+    if ctx.attrs.get("count_include_pad", 0):
+        mask = np.ones([b + sz + e for b, sz, e in zip(begin, x.shape[2:], end)], dtype=g.dtype)
+        mbegin = [0] * nd
+    else:
+        mask, mbegin = np.ones(x.shape[2:], dtype=g.dtype), begin
+    mcols = _patches(mask, mbegin, out_sp, kernel, strides, dil)
+    div = mcols.sum(axis=tuple(range(nd, 2 * nd)))
+    share = (g / div)[(Ellipsis,) + (None,) * nd]
+    gcols = share * _patches(np.ones(x.shape[2:], dtype=g.dtype), begin, out_sp, kernel, strides, dil)
+    gx = _col2im(np.broadcast_to(gcols, g.shape + kernel), x.shape, begin, kernel, strides, dil)
+    return [_as(gx, x)]
+
+
+@register_vjp("GlobalAveragePool")
+def global_avgpool_vjp(ctx: VJPContext) -> list:
+    x = ctx.inputs[0]
+    g = ctx.grads[0]
+    if g is None or not wanted(ctx, 0):
+        return [None]
+    return [_as(np.broadcast_to(g / math.prod(x.shape[2:]), x.shape), x)]
+
+
+# ---- Softmax and LogSoftmax -----------------------------------------------------------------------
+@register_vjp("Softmax", "LogSoftmax")
+def softmax_vjp(ctx: VJPContext) -> list:
+    x = ctx.inputs[0]
+    y, g = ctx.outputs[0], ctx.grads[0]
+    if g is None or not wanted(ctx, 0):
+        return [None]
+    axis = ctx.attrs.get("axis", -1 if ctx.opset >= 13 else 1)
+    if ctx.opset < 13:  # before 13 the input is flattened to 2-D at axis and normalised over the rows
+        axis = axis % x.ndim
+        y = y.reshape(math.prod(x.shape[:axis]), -1)
+        g = g.reshape(y.shape)
+        axis = -1
+    ct = _compute_dtype(x.dtype)
+    y, g = y.astype(ct, copy=False), g.astype(ct, copy=False)
+    if ctx.op_type == "Softmax":
+        gx = y * (g - (g * y).sum(axis=axis, keepdims=True))
+    else:
+        gx = g - np.exp(y) * g.sum(axis=axis, keepdims=True)
+    return [_as(gx, x)]
+
+
+# ---- normalisations -------------------------------------------------------------------------------
+def _norm_backward(gy, xhat, inv, axes, count):
+    """Gradient to x of y = xhat * s + b with xhat normalised by the statistics of x over `axes`,
+    given gy already multiplied by the scale."""
+    return inv * (gy - gy.sum(axis=axes, keepdims=True) / count
+                  - xhat * (gy * xhat).sum(axis=axes, keepdims=True) / count)
+
+
+@register_vjp("BatchNormalization")
+def batchnorm_vjp(ctx: VJPContext) -> list:
+    x, scale, bias, mean, var = ctx.inputs[:5]
+    eps = ctx.attrs.get("epsilon", 1e-5)
+    momentum = ctx.attrs.get("momentum", 0.9)
+    if ctx.opset >= 14:
+        training = bool(ctx.attrs.get("training_mode", 0))
+    else:  # the legacy forms train when they are asked for the running statistics
+        training = len(ctx.outputs) > 1 and not ctx.attrs.get("is_test", 0)
+    ct = _compute_dtype(x.dtype)
+    xc = x.astype(ct, copy=False)
+    axes = (0,) + tuple(range(2, x.ndim))
+    cshape = (1, -1) + (1,) * (x.ndim - 2)
+    count = x.size // x.shape[1]
+    g = ctx.grads[0].astype(ct, copy=False) if ctx.grads[0] is not None else np.zeros(x.shape, ct)
+    s = scale.astype(ct).reshape(cshape)
+    if training:
+        mu = xc.mean(axis=axes, keepdims=True)
+        vr = ((xc - mu) ** 2).mean(axis=axes, keepdims=True)
+    else:
+        mu, vr = mean.astype(ct).reshape(cshape), var.astype(ct).reshape(cshape)
+    inv = 1.0 / np.sqrt(vr + eps)
+    xhat = (xc - mu) * inv
+    res: list = [None] * len(ctx.inputs)
+    if wanted(ctx, 1):
+        res[1] = _as((g * xhat).sum(axis=axes), scale)
+    if wanted(ctx, 2):
+        res[2] = _as(g.sum(axis=axes), bias)
+    if not training:
+        if wanted(ctx, 0):
+            res[0] = _as(g * s * inv, x)
+        if wanted(ctx, 3):
+            res[3] = _as(-(g * s * inv).sum(axis=axes), mean)
+        if wanted(ctx, 4):
+            res[4] = _as((g * s * xhat).sum(axis=axes) * (-0.5) * inv.reshape(-1) ** 2, var)
+        return res
+    # training: running = input * momentum + batch * (1 - momentum) for the mean and the variance
+    g_rm = ctx.grads[1] if len(ctx.grads) > 1 else None
+    g_rv = ctx.grads[2] if len(ctx.grads) > 2 else None
+    if wanted(ctx, 0):
+        gx = _norm_backward(g * s, xhat, inv, axes, count)
+        if g_rm is not None:
+            gx = gx + (1 - momentum) * g_rm.astype(ct).reshape(cshape) / count
+        if g_rv is not None:
+            gx = gx + (1 - momentum) * g_rv.astype(ct).reshape(cshape) * 2 * (xc - mu) / count
+        res[0] = _as(gx, x)
+    if wanted(ctx, 3) and g_rm is not None:
+        res[3] = _as(momentum * g_rm, mean)
+    if wanted(ctx, 4) and g_rv is not None:
+        res[4] = _as(momentum * g_rv, var)
+    return res
+
+
+@register_vjp("LayerNormalization")
+def layernorm_vjp(ctx: VJPContext) -> list:
+    x, scale = ctx.inputs[:2]
+    bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    axis = ctx.attrs.get("axis", -1) % x.ndim
+    eps = ctx.attrs.get("epsilon", 1e-5)
+    ct = _compute_dtype(x.dtype)
+    xc = x.astype(ct, copy=False)
+    axes = tuple(range(axis, x.ndim))
+    count = math.prod(x.shape[axis:])
+    mu = xc.mean(axis=axes, keepdims=True)
+    d = xc - mu
+    inv = 1.0 / np.sqrt((d * d).mean(axis=axes, keepdims=True) + eps)
+    xhat = d * inv
+    g = ctx.grads[0].astype(ct, copy=False) if ctx.grads[0] is not None else np.zeros(x.shape, ct)
+    res: list = [None] * len(ctx.inputs)
+    if wanted(ctx, 1):
+        res[1] = _as(unbroadcast(g * xhat, scale.shape), scale)
+    if bias is not None and wanted(ctx, 2):
+        res[2] = _as(unbroadcast(g, bias.shape), bias)
+    if wanted(ctx, 0):
+        gx = _norm_backward(np.broadcast_to(scale.astype(ct), x.shape[axis:]) * g, xhat, inv, axes, count)
+        g_mean = ctx.grads[1] if len(ctx.grads) > 1 else None
+        g_inv = ctx.grads[2] if len(ctx.grads) > 2 else None
+        if g_mean is not None:
+            gx = gx + g_mean.astype(ct).reshape(mu.shape) / count
+        if g_inv is not None:  # d inv / dx = -inv^3 (x - mean) / count
+            gx = gx - g_inv.astype(ct).reshape(mu.shape) * inv ** 3 * d / count
+        res[0] = _as(gx, x)
+    return res

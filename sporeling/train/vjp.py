@@ -68,3 +68,8 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def wanted(ctx: VJPContext, i: int) -> bool:
     """Whether input i is present and its gradient is asked for."""
     return i < len(ctx.inputs) and ctx.inputs[i] is not None and i < len(ctx.needs) and ctx.needs[i]
+
+
+def as_gradient(g, like: np.ndarray):
+    """g as the gradient of input `like`: its dtype and shape, contiguous (None stays None)."""
+    return None if g is None else np.ascontiguousarray(g, dtype=like.dtype).reshape(like.shape)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import SporelingError
 from ..ops.elementwise_math import erfc_into
-from .vjp import VJPContext, register_vjp, unbroadcast, wanted
+from .vjp import VJPContext, as_gradient, register_vjp, unbroadcast, wanted
 
 
 def _grad(ctx: VJPContext, i: int = 0) -> np.ndarray:
@@ -26,16 +26,12 @@ def _grad(ctx: VJPContext, i: int = 0) -> np.ndarray:
     return np.zeros_like(ctx.outputs[i]) if g is None else g
 
 
-def _cast(g, like: np.ndarray) -> np.ndarray:
-    return np.asarray(g).astype(like.dtype, copy=False)
-
-
 def _unary(ctx: VJPContext, dydx) -> list:
     """Rules of one-input ops: g * dy/dx, with dydx(x, y) the local derivative."""
     if not wanted(ctx, 0):
         return [None]
     x = ctx.inputs[0]
-    return [_cast(_grad(ctx) * dydx(x, ctx.outputs[0]), x)]
+    return [as_gradient(_grad(ctx) * dydx(x, ctx.outputs[0]), x)]
 
 
 def _binary(ctx: VJPContext, ga, gb) -> list:
@@ -44,7 +40,7 @@ def _binary(ctx: VJPContext, ga, gb) -> list:
     out = [None, None]
     for i, f in enumerate((ga, gb)):
         if wanted(ctx, i):
-            out[i] = _cast(unbroadcast(f(g), ctx.inputs[i].shape), ctx.inputs[i])
+            out[i] = as_gradient(unbroadcast(f(g), ctx.inputs[i].shape), ctx.inputs[i])
     return out
 
 
@@ -92,13 +88,13 @@ def _pow(ctx):
         with np.errstate(divide="ignore", invalid="ignore"):
             # b * a^(b-1) without dividing y by a, which fails at a = 0
             da = bb * np.power(a, bb - 1)
-        out[0] = _cast(unbroadcast(g * da, a.shape), a)
+        out[0] = as_gradient(unbroadcast(g * da, a.shape), a)
     if wanted(ctx, 1) and np.issubdtype(b.dtype, np.floating):
         with np.errstate(divide="ignore", invalid="ignore"):
             db = y * np.log(a)
         # as torch: no contribution where the power is 0 (a = 0 with b > 0), though log(0) = -inf
         db = np.where(y == 0, 0, db)
-        out[1] = _cast(unbroadcast(g * db, b.shape), b)
+        out[1] = as_gradient(unbroadcast(g * db, b.shape), b)
     return out
 
 
@@ -130,10 +126,10 @@ def _clip(ctx):
     t = np.maximum(x, lo)
     through_hi = t <= hi
     through_lo = x >= lo
-    res = [_cast(g * (through_hi & through_lo), x) if wanted(ctx, 0) else None]
+    res = [as_gradient(g * (through_hi & through_lo), x) if wanted(ctx, 0) else None]
     if ctx.opset >= 11:
         for i, mask in ((1, through_hi & ~through_lo), (2, ~through_hi)):
-            res.append(_cast(np.sum(g * mask).reshape(ctx.inputs[i].shape), ctx.inputs[i])
+            res.append(as_gradient(np.sum(g * mask).reshape(ctx.inputs[i].shape), ctx.inputs[i])
                        if wanted(ctx, i) else None)
     return res[: len(ctx.inputs)]
 
@@ -208,7 +204,7 @@ def _identity(ctx):
 
 def _only_first(ctx: VJPContext, g) -> list:
     """Ops whose one differentiable input is the first; the others are shapes, axes or indices."""
-    return [_cast(g, ctx.inputs[0]) if wanted(ctx, 0) else None] + [None] * (len(ctx.inputs) - 1)
+    return [as_gradient(g, ctx.inputs[0]) if wanted(ctx, 0) else None] + [None] * (len(ctx.inputs) - 1)
 
 
 @register_vjp("Reshape", "Flatten", "Squeeze", "Unsqueeze")
@@ -229,7 +225,7 @@ def _concat(ctx):
     g = _grad(ctx)
     axis = ctx.attrs.get("axis", 0) % g.ndim
     bounds = np.cumsum([x.shape[axis] for x in ctx.inputs])[:-1]
-    return [_cast(p, x) if ctx.needs[i] else None
+    return [as_gradient(p, x) if ctx.needs[i] else None
             for i, (x, p) in enumerate(zip(ctx.inputs, np.split(g, bounds, axis=axis)))]
 
 

@@ -26,11 +26,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..ops.conv_transpose import transpose_geometry
-from .vjp import VJPContext, register_vjp, unbroadcast, wanted
-
-
-def _as(g, like: np.ndarray):
-    return None if g is None else np.ascontiguousarray(g, dtype=like.dtype).reshape(like.shape)
+from .vjp import VJPContext, as_gradient, register_vjp, unbroadcast, wanted
 
 
 def _compute_dtype(dtype) -> np.dtype:
@@ -49,9 +45,9 @@ def matmul_vjp(ctx: VJPContext) -> list:
     g2 = g2[..., None, :] if a.ndim == 1 else g2
     ga = gb = None
     if wanted(ctx, 0):
-        ga = _as(unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape), a)
+        ga = as_gradient(unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape), a)
     if wanted(ctx, 1):
-        gb = _as(unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape), b)
+        gb = as_gradient(unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape), b)
     return [ga, gb]
 
 
@@ -67,12 +63,12 @@ def gemm_vjp(ctx: VJPContext) -> list:
     res: list = [None, None, None][: len(ctx.inputs)]
     if wanted(ctx, 0):
         ga = alpha * (g @ b_op.T)  # gradient of op(A)
-        res[0] = _as(ga.T if ta else ga, a)
+        res[0] = as_gradient(ga.T if ta else ga, a)
     if wanted(ctx, 1):
         gb = alpha * (a_op.T @ g)
-        res[1] = _as(gb.T if tb else gb, b)
+        res[1] = as_gradient(gb.T if tb else gb, b)
     if c is not None and wanted(ctx, 2):
-        res[2] = _as(unbroadcast(beta * g, c.shape), c)
+        res[2] = as_gradient(unbroadcast(beta * g, c.shape), c)
     return res
 
 
@@ -154,15 +150,15 @@ def conv_vjp(ctx: VJPContext) -> list:
         cols = _patches(x, begin, out_sp, kernel, strides, dil).reshape(n, groups, cg, p, k)
         cols = cols.transpose(1, 0, 3, 2, 4).reshape(groups, n * p, cg * k)  # im2col: the patches copied, group-major
         gw = g_.transpose(1, 2, 0, 3).reshape(groups, mg, n * p) @ cols
-        res[1] = _as(gw, w)
+        res[1] = as_gradient(gw, w)
     if wanted(ctx, 0):
         w_ = w.reshape(groups, mg, cg * k)
         gcols = np.swapaxes(w_, -1, -2) @ g_  # (n, groups, cg * k, p): taps ahead of positions
         gcols = np.moveaxis(gcols.reshape((n, c) + kernel + tuple(out_sp)), range(2, 2 + nd),
                             range(2 + nd, 2 + 2 * nd))
-        res[0] = _as(_col2im(gcols, x.shape, begin, kernel, strides, dil), x)
+        res[0] = as_gradient(_col2im(gcols, x.shape, begin, kernel, strides, dil), x)
     if b is not None and wanted(ctx, 2):
-        res[2] = _as(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
+        res[2] = as_gradient(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
     return res
 
 
@@ -187,12 +183,12 @@ def conv_transpose_vjp(ctx: VJPContext) -> list:
     res: list = [None] * len(ctx.inputs)
     if wanted(ctx, 0):
         w_ = w.reshape(groups, c // groups, m // groups, k)
-        res[0] = _as(np.einsum("ngmpk,gcmk->ngcp", gcols, w_, optimize=True), x)
+        res[0] = as_gradient(np.einsum("ngmpk,gcmk->ngcp", gcols, w_, optimize=True), x)
     if wanted(ctx, 1):
         x_ = x.reshape(n, groups, c // groups, p)
-        res[1] = _as(np.einsum("ngcp,ngmpk->gcmk", x_, gcols, optimize=True), w)
+        res[1] = as_gradient(np.einsum("ngcp,ngmpk->gcmk", x_, gcols, optimize=True), w)
     if b is not None and wanted(ctx, 2):
-        res[2] = _as(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
+        res[2] = as_gradient(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
     return res
 
 
@@ -213,7 +209,7 @@ def maxpool_vjp(ctx: VJPContext) -> list:
     gcols = np.zeros(flat.shape, dtype=g.dtype)
     np.put_along_axis(gcols, arg, g[..., None], axis=-1)
     gx = _col2im(gcols.reshape(g.shape + kernel), x.shape, begin, kernel, strides, dil)
-    return [_as(gx, x)]
+    return [as_gradient(gx, x)]
 
 
 @register_vjp("AveragePool")
@@ -238,7 +234,7 @@ def avgpool_vjp(ctx: VJPContext) -> list:
     share = (g / div)[(Ellipsis,) + (None,) * nd]
     gcols = share * _patches(np.ones(x.shape[2:], dtype=g.dtype), begin, out_sp, kernel, strides, dil)
     gx = _col2im(np.broadcast_to(gcols, g.shape + kernel), x.shape, begin, kernel, strides, dil)
-    return [_as(gx, x)]
+    return [as_gradient(gx, x)]
 
 
 @register_vjp("GlobalAveragePool")
@@ -247,7 +243,7 @@ def global_avgpool_vjp(ctx: VJPContext) -> list:
     g = ctx.grads[0]
     if g is None or not wanted(ctx, 0):
         return [None]
-    return [_as(np.broadcast_to(g / math.prod(x.shape[2:]), x.shape), x)]
+    return [as_gradient(np.broadcast_to(g / math.prod(x.shape[2:]), x.shape), x)]
 
 
 # ---- Softmax and LogSoftmax -----------------------------------------------------------------------
@@ -269,7 +265,7 @@ def softmax_vjp(ctx: VJPContext) -> list:
         gx = y * (g - (g * y).sum(axis=axis, keepdims=True))
     else:
         gx = g - np.exp(y) * g.sum(axis=axis, keepdims=True)
-    return [_as(gx, x)]
+    return [as_gradient(gx, x)]
 
 
 # ---- normalisations -------------------------------------------------------------------------------
@@ -305,16 +301,16 @@ def batchnorm_vjp(ctx: VJPContext) -> list:
     xhat = (xc - mu) * inv
     res: list = [None] * len(ctx.inputs)
     if wanted(ctx, 1):
-        res[1] = _as((g * xhat).sum(axis=axes), scale)
+        res[1] = as_gradient((g * xhat).sum(axis=axes), scale)
     if wanted(ctx, 2):
-        res[2] = _as(g.sum(axis=axes), bias)
+        res[2] = as_gradient(g.sum(axis=axes), bias)
     if not training:
         if wanted(ctx, 0):
-            res[0] = _as(g * s * inv, x)
+            res[0] = as_gradient(g * s * inv, x)
         if wanted(ctx, 3):
-            res[3] = _as(-(g * s * inv).sum(axis=axes), mean)
+            res[3] = as_gradient(-(g * s * inv).sum(axis=axes), mean)
         if wanted(ctx, 4):
-            res[4] = _as((g * s * xhat).sum(axis=axes) * (-0.5) * inv.reshape(-1) ** 2, var)
+            res[4] = as_gradient((g * s * xhat).sum(axis=axes) * (-0.5) * inv.reshape(-1) ** 2, var)
         return res
     # training: running = input * momentum + batch * (1 - momentum) for the mean and the variance
     g_rm = ctx.grads[1] if len(ctx.grads) > 1 else None
@@ -325,11 +321,11 @@ def batchnorm_vjp(ctx: VJPContext) -> list:
             gx = gx + (1 - momentum) * g_rm.astype(ct).reshape(cshape) / count
         if g_rv is not None:
             gx = gx + (1 - momentum) * g_rv.astype(ct).reshape(cshape) * 2 * (xc - mu) / count
-        res[0] = _as(gx, x)
+        res[0] = as_gradient(gx, x)
     if wanted(ctx, 3) and g_rm is not None:
-        res[3] = _as(momentum * g_rm, mean)
+        res[3] = as_gradient(momentum * g_rm, mean)
     if wanted(ctx, 4) and g_rv is not None:
-        res[4] = _as(momentum * g_rv, var)
+        res[4] = as_gradient(momentum * g_rv, var)
     return res
 
 
@@ -350,9 +346,9 @@ def layernorm_vjp(ctx: VJPContext) -> list:
     g = ctx.grads[0].astype(ct, copy=False) if ctx.grads[0] is not None else np.zeros(x.shape, ct)
     res: list = [None] * len(ctx.inputs)
     if wanted(ctx, 1):
-        res[1] = _as(unbroadcast(g * xhat, scale.shape), scale)
+        res[1] = as_gradient(unbroadcast(g * xhat, scale.shape), scale)
     if bias is not None and wanted(ctx, 2):
-        res[2] = _as(unbroadcast(g, bias.shape), bias)
+        res[2] = as_gradient(unbroadcast(g, bias.shape), bias)
     if wanted(ctx, 0):
         gx = _norm_backward(np.broadcast_to(scale.astype(ct), x.shape[axis:]) * g, xhat, inv, axes, count)
         g_mean = ctx.grads[1] if len(ctx.grads) > 1 else None
@@ -361,5 +357,5 @@ def layernorm_vjp(ctx: VJPContext) -> list:
             gx = gx + g_mean.astype(ct).reshape(mu.shape) / count
         if g_inv is not None:  # d inv / dx = -inv^3 (x - mean) / count
             gx = gx - g_inv.astype(ct).reshape(mu.shape) * inv ** 3 * d / count
-        res[0] = _as(gx, x)
+        res[0] = as_gradient(gx, x)
     return res

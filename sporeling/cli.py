@@ -1,4 +1,4 @@
-"""sporeling's command line: convert, export, run, bench, info, demo.
+"""sporeling's command line: convert, compress, export, run, bench, info, train, demo.
 
 Every error a user can cause (a missing or corrupt file, a wrong feed) prints one line naming the
 file or input and exits with status 2; a failure inside a kernel exits with 1. No tracebacks unless
@@ -26,6 +26,7 @@ EPILOG = """examples:
   sporeling run model.onnx --input x=image.npy --output out.npz
   sporeling bench model.onnx --threads 1 --runs 50 --compare onnxruntime
   sporeling bench det.onnx --input-shape x=1,3,640,640   a shape for symbolic dimensions
+  sporeling train zoo:cnn --data fmnist/ --epochs 2 --checkpoint runs/ -o cnn.spore   train on the device
   sporeling demo                                        PP-OCRv4 reads a line of text
 """
 
@@ -146,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help=MODEL_HELP)
     shape_arg(p)
 
+    from .train.cli_train import add_parser as add_train
+
+    add_train(sub)
+
     p = sub.add_parser("demo", help="a real model doing a real task: PP-OCRv4 reads a line of text",
                        description="Renders a line of text, reads it with the PP-OCRv4 recognizer, and prints "
                        "the text and the time taken, beside onnxruntime's when it is installed. Fetches the "
@@ -169,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import KernelError, SporelingError
 
     try:
-        return {"convert": cmd_convert, "compress": cmd_compress, "export": cmd_export, "run": cmd_run, "bench": cmd_bench, "info": cmd_info, "demo": cmd_demo}[args.command](args)
+        commands = {"convert": cmd_convert, "compress": cmd_compress, "export": cmd_export, "run": cmd_run,
+                    "bench": cmd_bench, "info": cmd_info, "train": cmd_train, "demo": cmd_demo}
+        return commands[args.command](args)
     except KernelError as e:
         return _fail(e, 1)
     except (SporelingError, OSError, ValueError) as e:
@@ -355,6 +362,12 @@ def cmd_bench(args) -> int:
 
         atomic_write(args.json, lambda f: f.write(json.dumps(report, indent=2)), mode="w")
     return 0
+
+
+def cmd_train(args) -> int:
+    from .train.cli_train import cmd_train as train
+
+    return train(args)
 
 
 def cmd_demo(args) -> int:

@@ -24,3 +24,11 @@ class FeedError(SporelingError):
 
 class KernelError(SporelingError):
     """A kernel failed on the values it was given; names the node."""
+
+
+class CheckpointError(SporelingError):
+    """A training checkpoint is missing, corrupt, or from a newer sporeling."""
+
+
+class DataError(SporelingError):
+    """A training data file or folder is missing, corrupt, or not in a form sporeling reads."""

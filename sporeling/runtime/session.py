@@ -92,6 +92,7 @@ class Session:
         self.strict = strict  # check feed names, dtypes and shapes against the declared inputs
         self.max_plans = MAX_PLANS
         self._lock = threading.RLock()
+        self._keep_alive: set[str] = set()  # values kept to the end of a run (training reads them after)
 
     # ---- feeds -------------------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -321,9 +322,9 @@ class Session:
                 if s >= 0:
                     first.setdefault(s, k)
                     last.setdefault(s, k)
-        for v in self.graph.outputs:  # read after the last step, when results are handed out
-            if v.name in slots:
-                last[slots[v.name]] = len(steps)
+        for name in [v.name for v in self.graph.outputs] + sorted(self._keep_alive):
+            if name in slots:  # read after the last step: results handed out, values backward reads
+                last[slots[name]] = len(steps)
         # A kernel that returns its result may return a view of an input (Reshape, Squeeze...), so
         # its inputs stay alive as long as its outputs do. Walking backwards carries this along chains.
         for st in reversed(steps):

@@ -55,6 +55,35 @@ def vjp_for(op_type: str) -> VJPRule:
     return VJPS[op_type]
 
 
+# Which forward values each rule reads: (input positions, output positions). A rule not listed reads them
+# all. The training runtime keeps only these alive for the backward pass; the others reach the rule as
+# zero-cost stand-ins of the right shape and dtype, so a rule listed here must read nothing else but shapes.
+_NONE, _X, _Y = (), (0,), (0,)
+SAVES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    **dict.fromkeys(("Add", "Sub", "Neg", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
+                     "Concat", "Split", "GlobalAveragePool", "AveragePool"), (_NONE, _NONE)),
+    **dict.fromkeys(("Exp", "Sqrt", "Sigmoid", "Tanh", "Relu", "Softmax", "LogSoftmax"), (_NONE, _Y)),
+    **dict.fromkeys(("Log", "LeakyRelu", "HardSigmoid", "HardSwish", "Gelu"), (_X, _NONE)),
+    "MaxPool": (_X, _Y),
+    "LayerNormalization": ((0, 1), _NONE),
+    **dict.fromkeys(("Mul", "MatMul", "Gemm", "Conv", "ConvTranspose"), ((0, 1), _NONE)),
+    "Div": ((1,), _Y),
+    "Clip": ((1, 2), _Y),
+    "Slice": ((1, 2, 3, 4), _NONE),
+    "Gather": ((1,), _NONE),
+    **dict.fromkeys(("ReduceSum", "ReduceMean"), ((1,), _NONE)),
+    "Dropout": ((1, 2), (1,)),
+    "BatchNormalization": ((0, 1, 3, 4), _NONE),
+}
+
+
+def saved_positions(op_type: str, n_inputs: int, n_outputs: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The input and output positions whose values op_type's backward rule reads."""
+    if op_type in SAVES:
+        return SAVES[op_type]
+    return tuple(range(n_inputs)), tuple(range(n_outputs))
+
+
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """g summed over the axes NumPy broadcasting added or stretched to reach g's shape from `shape`."""
     shape = tuple(shape)

@@ -115,20 +115,23 @@ def _sqrt(ctx):
 
 @register_vjp("Clip")
 def _clip(ctx):
-    x = ctx.inputs[0]
+    """From the output alone, so training keeps one tensor for Conv -> Clip -> Conv (ReLU6) instead of two:
+    y is strictly inside the bounds exactly where x is. At x exactly on a bound the gradient is 0, as torch's
+    hardtanh (ReLU6) gives it; clamp would pass it."""
+    y = ctx.outputs[0]
     if ctx.opset < 11:
         lo, hi = ctx.attrs.get("min", -np.inf), ctx.attrs.get("max", np.inf)
     else:
         lo = ctx.inputs[1] if len(ctx.inputs) > 1 and ctx.inputs[1] is not None else -np.inf
         hi = ctx.inputs[2] if len(ctx.inputs) > 2 and ctx.inputs[2] is not None else np.inf
     g = _grad(ctx)
-    # ONNX clip is min(max(x, lo), hi): when lo > hi every element is hi, so the bounds are taken in that order
-    t = np.maximum(x, lo)
-    through_hi = t <= hi
-    through_lo = x >= lo
-    res = [as_gradient(g * (through_hi & through_lo), x) if wanted(ctx, 0) else None]
+    inside = (y > lo) & (y < hi)
+    res = [as_gradient(g * inside, ctx.inputs[0]) if wanted(ctx, 0) else None]
     if ctx.opset >= 11:
-        for i, mask in ((1, through_hi & ~through_lo), (2, ~through_hi)):
+        # ONNX clip is min(max(x, lo), hi): below lo (and lo < hi) the output is lo; at or above hi it is hi
+        at_lo = (y <= lo) & (np.asarray(lo) < hi)
+        at_hi = ~inside & ~at_lo
+        for i, mask in ((1, at_lo), (2, at_hi)):
             res.append(as_gradient(np.sum(g * mask).reshape(ctx.inputs[i].shape), ctx.inputs[i])
                        if wanted(ctx, i) else None)
     return res[: len(ctx.inputs)]
@@ -139,7 +142,8 @@ def _clip(ctx):
 
 @register_vjp("Relu")
 def _relu(ctx):
-    return _unary(ctx, lambda x, y: x > 0)
+    # from the output (y > 0 exactly where x > 0), so training need not keep the input alive
+    return _unary(ctx, lambda x, y: y > 0)
 
 
 @register_vjp("LeakyRelu")

@@ -130,6 +130,103 @@ def _col2im(gcols, x_shape, begin, kernel, strides, dil) -> np.ndarray:
 
 
 # ---- Conv -----------------------------------------------------------------------------------------
+def _tap_view(tap, dil, strides, out_sp) -> tuple:
+    """The slices of a padded input that kernel tap `tap` reads, one element per output position."""
+    return tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in zip(tap, dil, strides, out_sp))
+
+
+def _padded_extent(x_shape, begin, out_sp, kernel, strides, dil) -> list[int]:
+    need = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, kernel, dil)]
+    return [max(n, b + sz) for n, b, sz in zip(need, begin, x_shape[2:])]
+
+
+# the tap-major patch matrix of a Conv backward is built whole below this size, one tap at a time above it
+WHOLE_PATCHES_BYTES = 1 << 26
+
+
+def _conv_dense(x, w, g, strides, dil, begin, want_x, want_w):
+    """groups = 1. Channels lead and batch x positions is one long axis (NP). The patches are tap-major
+    (k, c, NP), so W's gradient is one GEMM (m x NP by NP x kc) and X's one GEMM (kc x m by m x NP) followed
+    by k strided adds. Above WHOLE_PATCHES_BYTES the same runs one tap at a time (k GEMMs of c columns),
+    so memory stays at one tap's patches."""
+    n, c = x.shape[:2]
+    m, kernel = w.shape[0], tuple(w.shape[2:])
+    out_sp = g.shape[2:]
+    np_ = n * math.prod(out_sp)
+    kk = math.prod(kernel)
+    lead = (slice(None), slice(None))
+    inner = tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
+    full = _padded_extent(x.shape, begin, out_sp, kernel, strides, dil)
+    gm = np.ascontiguousarray(np.moveaxis(g, 1, 0)).reshape(m, np_)  # (m, N*P)
+    unpadded = not any(begin) and list(full) == list(x.shape[2:])
+    whole = unpadded and kk == 1 and all(st == 1 for st in strides)  # 1x1, stride 1: x is its own patch matrix
+    chunk = kk if kk * c * np_ * g.dtype.itemsize <= WHOLE_PATCHES_BYTES else 1  # taps per GEMM
+    taps = [lead + _tap_view(tap, dil, strides, out_sp) for tap in np.ndindex(*kernel)]
+    gw = gxp = None
+    if want_w:
+        gw = np.empty((m, kk, c), dtype=g.dtype)
+        if unpadded:
+            xp = np.ascontiguousarray(np.moveaxis(x, 1, 0))
+        else:
+            xp = np.zeros((c, n) + tuple(full), dtype=x.dtype)
+            xp[lead + inner] = np.moveaxis(x, 1, 0)
+        cols = None if whole else np.empty((chunk, c, n) + tuple(out_sp), dtype=x.dtype)
+        for t0 in range(0, kk, chunk):
+            if whole:
+                block = xp.reshape(c, np_)
+            else:
+                for j in range(chunk):
+                    np.copyto(cols[j], xp[taps[t0 + j]])
+                block = cols.reshape(chunk * c, np_)
+            gw[:, t0:t0 + chunk] = (gm @ block.T).reshape(m, chunk, c)
+        gw = np.ascontiguousarray(gw.transpose(0, 2, 1)).reshape(w.shape)
+    if want_x:
+        gxp = np.zeros((c, n) + tuple(full), dtype=g.dtype)
+        wt = np.ascontiguousarray(np.moveaxis(w.reshape(m, c, kk), 2, 0))  # (k, m, c)
+        part = np.empty((chunk * c, np_), dtype=g.dtype)
+        for t0 in range(0, kk, chunk):
+            np.matmul(wt[t0:t0 + chunk].transpose(0, 2, 1).reshape(chunk * c, m), gm, out=part)
+            for j in range(chunk):
+                gxp[taps[t0 + j]] += part[j * c:(j + 1) * c].reshape((c, n) + tuple(out_sp))
+    gx = None if gxp is None else np.ascontiguousarray(np.moveaxis(gxp[lead + inner], 0, 1))
+    return gx, gw
+
+
+def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w):
+    """groups = channels, one filter each. Per tap, W's gradient is one einsum over a strided view of the padded
+    input (no product tensor written); X's gradient is a scaled add, done sample by sample so the tensors a tap
+    touches stay in cache across the taps."""
+    n, c = x.shape[:2]
+    kernel, out_sp = tuple(w.shape[2:]), g.shape[2:]
+    lead = (slice(None), slice(None))
+    inner = tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
+    full = _padded_extent(x.shape, begin, out_sp, kernel, strides, dil)
+    taps = [(tap, _tap_view(tap, dil, strides, out_sp)) for tap in np.ndindex(*kernel)]
+    gw = gxp = None
+    if want_w:
+        gw = np.empty(w.shape, dtype=g.dtype)
+        if not any(begin) and list(full) == list(x.shape[2:]):
+            xp = x
+        else:
+            xp = np.zeros((n, c) + tuple(full), dtype=x.dtype)
+            xp[lead + inner] = x
+        letters = "".join(chr(ord("h") + i) for i in range(len(kernel)))
+        spec = f"nc{letters},nc{letters}->c"
+        for tap, view in taps:
+            gw[(slice(None), 0) + tap] = np.einsum(spec, g, xp[lead + view])
+    if want_x:
+        gxp = np.zeros((n, c) + tuple(full), dtype=g.dtype)
+        part = np.empty(g.shape[1:], dtype=g.dtype)
+        wc = [w[(slice(None), 0) + tap].reshape((c,) + (1,) * len(kernel)) for tap, _ in taps]
+        for i in range(n):
+            gi, dst = g[i], gxp[i]
+            for (tap, view), wt in zip(taps, wc):
+                np.multiply(gi, wt, out=part)
+                dst[(slice(None),) + view] += part
+    gx = None if gxp is None else np.ascontiguousarray(gxp[lead + inner])
+    return gx, gw
+
+
 @register_vjp("Conv")
 def conv_vjp(ctx: VJPContext) -> list:
     x, w = ctx.inputs[:2]
@@ -141,11 +238,23 @@ def conv_vjp(ctx: VJPContext) -> list:
     groups = ctx.attrs.get("group", 1)
     n, c = x.shape[:2]
     m, nd = w.shape[0], len(kernel)
+    res: list = [None] * len(ctx.inputs)
+    if b is not None and wanted(ctx, 2):
+        res[2] = as_gradient(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
+    fast = None
+    if min(begin) >= 0 and (groups == 1 or (groups == c == m and w.shape[1] == 1)):
+        fast = _conv_dense if groups == 1 else _conv_depthwise
+    if fast is not None:
+        ct = np.promote_types(np.result_type(x, w, g), np.float32)
+        gx, gw = fast(x.astype(ct, copy=False), w.astype(ct, copy=False), g.astype(ct, copy=False), strides, dil,
+                      begin, wanted(ctx, 0), wanted(ctx, 1))
+        res[0] = as_gradient(gx, x) if wanted(ctx, 0) else None
+        res[1] = as_gradient(gw, w) if wanted(ctx, 1) else None
+        return res
     p, k = math.prod(out_sp), math.prod(kernel)
     mg, cg = m // groups, c // groups
     # both products are batched GEMMs over the groups, so BLAS does the work (einsum would not)
     g_ = g.reshape(n, groups, mg, p)
-    res: list = [None] * len(ctx.inputs)
     if wanted(ctx, 1):
         cols = _patches(x, begin, out_sp, kernel, strides, dil).reshape(n, groups, cg, p, k)
         cols = cols.transpose(1, 0, 3, 2, 4).reshape(groups, n * p, cg * k)  # im2col: the patches copied, group-major
@@ -157,8 +266,6 @@ def conv_vjp(ctx: VJPContext) -> list:
         gcols = np.moveaxis(gcols.reshape((n, c) + kernel + tuple(out_sp)), range(2, 2 + nd),
                             range(2 + nd, 2 + 2 * nd))
         res[0] = as_gradient(_col2im(gcols, x.shape, begin, kernel, strides, dil), x)
-    if b is not None and wanted(ctx, 2):
-        res[2] = as_gradient(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
     return res
 
 
@@ -195,21 +302,36 @@ def conv_transpose_vjp(ctx: VJPContext) -> list:
 # ---- pools ----------------------------------------------------------------------------------------
 @register_vjp("MaxPool")
 def maxpool_vjp(ctx: VJPContext) -> list:
-    x = ctx.inputs[0]
+    """Each window's gradient goes to its first maximum (row-major tap order), as torch and onnxruntime pick
+    it: the taps are visited in that order, and a tap takes the gradient where it equals the window's output
+    and no earlier tap did. One pass over a strided view per tap; no window matrix is built."""
+    x, y = ctx.inputs[0], ctx.outputs[0]
     g = ctx.grads[0]
     if g is None or not wanted(ctx, 0):
         return [None]
     kernel = tuple(ctx.attrs["kernel_shape"])
     out_sp = g.shape[2:]
     strides, dil, begin, _ = _geometry(ctx.attrs, x.shape, out_sp, kernel)
-    cols = _patches(x, begin, out_sp, kernel, strides, dil, fill=-np.inf)
-    flat = cols.reshape(g.shape + (-1,))
-    # the whole gradient goes to the first maximum of each window, as torch and onnxruntime pick it
-    arg = flat.argmax(axis=-1)[..., None]
-    gcols = np.zeros(flat.shape, dtype=g.dtype)
-    np.put_along_axis(gcols, arg, g[..., None], axis=-1)
-    gx = _col2im(gcols.reshape(g.shape + kernel), x.shape, begin, kernel, strides, dil)
-    return [as_gradient(gx, x)]
+    full = _padded_extent(x.shape, begin, out_sp, kernel, strides, dil)
+    lead = (slice(None), slice(None))
+    inner = lead + tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
+    if any(begin) or list(full) != list(x.shape[2:]):
+        xp = np.full(x.shape[:2] + tuple(full), -np.inf, dtype=x.dtype)
+        xp[inner] = x
+    else:
+        xp = x
+    gxp = np.zeros(x.shape[:2] + tuple(full), dtype=g.dtype)
+    found = np.zeros(g.shape, dtype=bool)
+    hit = np.empty(g.shape, dtype=bool)
+    part = np.empty(g.shape, dtype=g.dtype)
+    for tap in np.ndindex(*kernel):
+        view = lead + _tap_view(tap, dil, strides, out_sp)
+        np.equal(xp[view], y, out=hit)
+        np.greater(hit, found, out=hit)  # equal here and not taken by an earlier tap
+        np.logical_or(found, hit, out=found)
+        np.multiply(g, hit, out=part)
+        gxp[view] += part
+    return [as_gradient(gxp[inner], x)]
 
 
 @register_vjp("AveragePool")
@@ -286,6 +408,10 @@ def batchnorm_vjp(ctx: VJPContext) -> list:
     else:  # the legacy forms train when they are asked for the running statistics
         training = len(ctx.outputs) > 1 and not ctx.attrs.get("is_test", 0)
     ct = _compute_dtype(x.dtype)
+    no_running_grads = all(gr is None for gr in ctx.grads[1:])
+    if training and no_running_grads and ctx.grads[0] is not None and x.ndim >= 2 and x.size:
+        return _bn_train_backward(ctx, x.astype(ct, copy=False), ctx.grads[0].astype(ct, copy=False),
+                                  scale.astype(ct).reshape(-1), eps)
     xc = x.astype(ct, copy=False)
     axes = (0,) + tuple(range(2, x.ndim))
     cshape = (1, -1) + (1,) * (x.ndim - 2)
@@ -326,6 +452,37 @@ def batchnorm_vjp(ctx: VJPContext) -> list:
         res[3] = as_gradient(momentum * g_rm, mean)
     if wanted(ctx, 4) and g_rv is not None:
         res[4] = as_gradient(momentum * g_rv, var)
+    return res
+
+
+def _bn_train_backward(ctx: VJPContext, x, g, scale, eps) -> list:
+    """Training-mode BatchNormalization when only Y's gradient flows (the running statistics feed nothing):
+    a handful of passes over the tensor, per-channel sums by einsum, and gx = a*g + b*(x - mean) + c with
+    per-channel a, b, c instead of the textbook expression's many full-size temporaries."""
+    n, c = x.shape[:2]
+    x3, g3 = x.reshape(n, c, -1), g.reshape(n, c, -1)
+    count = x3.shape[0] * x3.shape[2]
+    mu = x3.sum(axis=2).sum(axis=0) / count
+    d = x3 - mu[None, :, None]  # two passes for the variance, as the forward kernel: no cancellation
+    var = np.einsum("ncp,ncp->nc", d, d).sum(axis=0) / count
+    inv = 1.0 / np.sqrt(var + eps)
+    gsum = g3.sum(axis=2).sum(axis=0)
+    gdot = np.einsum("ncp,ncp->nc", g3, d).sum(axis=0)  # sum(g * xhat) = inv * gdot
+    res: list = [None] * len(ctx.inputs)
+    if wanted(ctx, 1):
+        res[1] = as_gradient(gdot * inv, ctx.inputs[1])
+    if wanted(ctx, 2):
+        res[2] = as_gradient(gsum, ctx.inputs[2])
+    if wanted(ctx, 0):
+        # gx = scale * inv * (g - gsum / count - xhat * sum(g * xhat) / count)
+        a = scale * inv
+        b = -a * inv * inv * gdot / count
+        shift = -a * gsum / count
+        gx = np.multiply(g3, a[None, :, None])
+        np.multiply(d, b[None, :, None], out=d)
+        gx += d
+        gx += shift[None, :, None]
+        res[0] = as_gradient(gx, x)
     return res
 
 

@@ -1,0 +1,408 @@
+"""Autograd over a graph: the forward pass through the inference Session's plan, then the backward rules in reverse.
+
+`GraphAutograd` makes a model's graph trainable. It copies the graph and turns it into its training form:
+BatchNormalization normalises with the batch statistics and produces updated running statistics, Dropout
+draws its mask from the trainer's seeded generator. The trainable parameters (float initializers that reach
+the output through a differentiable input, filtered by name patterns) and the running statistics become
+inputs fed on every step, so the Session folds nothing that depends on them and never bakes an old value
+into a prepared kernel; frozen parameters stay constants and fold like any inference weight.
+
+The forward pass runs the Session's plan (kernels bound once per input signature, buffers placed in one
+arena), except that the values the backward rules read are kept alive to the end of the pass: the planner
+sees their lifetimes reach the end, so nothing else is placed over them and no kernel writes over them in
+place. Values only a rule's shape bookkeeping needs are not kept (see vjp.SAVES). The backward pass walks
+the steps that reach the loss in reverse, calls each op's rule (sporeling.train.vjp) with only the
+gradients that are wanted -- a frozen parameter's gradient is never computed -- sums gradients where a value
+has several consumers, and drops each gradient once its producer has used it.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SporelingError
+from ..ir import Graph, Node
+from ..ir.graph import unique_name
+from ..ops.registry import Info, OpDef
+from ..runtime.session import Plan, Session, bind_kernel
+from .vjp import VJPContext, saved_positions, vjp_for
+
+# Inputs that never carry a gradient, whatever their dtype: shapes, indices, axes, running statistics.
+NONDIFF: dict[str, frozenset[int]] = {
+    op: frozenset(pos) for op, pos in {
+        "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Gather": (1,), "GatherElements": (1,),
+        "GatherND": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "Pad": (1, 3), "Resize": (1, 2, 3),
+        "Upsample": (1,), "TopK": (1,), "BatchNormalization": (3, 4), "Dropout": (1, 2), "Clip": (1, 2),
+        "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "CumSum": (1,),
+        "LSTM": (4,), "GRU": (4,), "RNN": (4,), "OneHot": (0, 1, 2), "ConstantOfShape": (0,), "Range": (0, 1, 2),
+    }.items()
+}
+# Ops whose outputs carry no gradient at all (integers, booleans, shapes).
+NO_GRAD_OPS = frozenset({
+    "Shape", "Size", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or", "Xor",
+    "ArgMax", "ArgMin", "NonZero", "IsNaN", "IsInf", "ConstantOfShape", "Range", "OneHot", "EyeLike",
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial",
+})
+FLOATS = (np.float16, np.float32, np.float64)
+
+
+def _is_float(arr) -> bool:
+    return isinstance(arr, np.ndarray) and arr.dtype in FLOATS
+
+
+def _diff_inputs(node: Node) -> list[str]:
+    skip = NONDIFF.get(node.op_type, frozenset())
+    return [x for k, x in enumerate(node.inputs) if x and k not in skip]
+
+
+def _grad_flow(graph: Graph, sources: set[str]) -> set[str]:
+    """Names that depend on `sources` through differentiable inputs (graph order is topological)."""
+    live = set(sources)
+    for n in graph.nodes:
+        if n.op_type not in NO_GRAD_OPS and any(x in live for x in _diff_inputs(n)):
+            live.update(o for o in n.outputs if o)
+    return live
+
+
+def _reaches(graph: Graph, target: str) -> set[str]:
+    """Names from which `target` can be reached through differentiable inputs."""
+    need = {target}
+    for n in reversed(graph.nodes):
+        if n.op_type not in NO_GRAD_OPS and any(o in need for o in n.outputs if o):
+            need.update(_diff_inputs(n))
+    return need
+
+
+def match_names(names, patterns, what: str) -> set[str]:
+    """The names matching any of the glob patterns (fnmatch); a pattern matching nothing is an error."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    chosen: set[str] = set()
+    for p in patterns:
+        hit = {n for n in names if fnmatch.fnmatchcase(n, p)}
+        if not hit:
+            sample = ", ".join(sorted(names)[:6])
+            raise SporelingError(f"{what} pattern '{p}' matches no parameter (parameters: {sample}, ...)")
+        chosen |= hit
+    return chosen
+
+
+def _bn_training(node: Node, opset: int, taken: set[str]) -> tuple[str, str]:
+    """Turns a BatchNormalization node into its training form, naming its running-statistic outputs."""
+    outs = list(node.outputs) + [""] * (3 - len(node.outputs))
+    for k in (1, 2):
+        if not outs[k]:
+            outs[k] = unique_name(f"{node.inputs[2 + k]}__running", taken)
+    node.outputs = outs[:3]
+    if opset >= 14:
+        node.attrs["training_mode"] = 1
+    else:
+        node.attrs.pop("is_test", None)
+    return outs[1], outs[2]
+
+
+@dataclass
+class Backward:
+    """What one plan's backward pass needs, worked out on its first run."""
+    steps: list  # (step, diff input flags, saved) in reverse order, only steps that reach the loss
+    wanted_params: dict[str, int]  # trainable parameter -> slot
+    output_slot: int
+    stash: dict[int, int]  # slot of a value -> slot of its float16 copy (mixed precision)
+
+
+class _TrainSession(Session):
+    """The inference Session, keeping alive what backward reads and drawing Dropout masks from our generator."""
+
+    def __init__(self, graph: Graph, source: str, keep: set[str], rng_owner):
+        super().__init__(graph, source, strict=False)
+        self._keep_alive = keep
+        self._rng_owner = rng_owner
+
+    def _bind(self, node: Node, op: OpDef, ins: list[Info | None], attrs: dict):
+        if node.op_type == "Dropout":
+            return _dropout_kernel(self._rng_owner, attrs)
+        return bind_kernel(op, ins, attrs)
+
+
+def _dropout_kernel(owner, attrs):
+    attr_ratio = float(attrs.get("ratio", 0.5))
+
+    def dropout_train(data, ratio=None, training=None, *, out=None):
+        r = attr_ratio if ratio is None else float(np.asarray(ratio).reshape(-1)[0])
+        y, mask = out if isinstance(out, tuple) else (np.empty_like(data), np.empty(data.shape, np.bool_))
+        if not owner.training or r == 0:
+            np.copyto(y, data)
+            mask[...] = 1
+            return y, mask
+        keep = owner.rng.random(data.shape, dtype=np.float32) >= np.float32(r)
+        np.multiply(data, keep, out=y)
+        np.multiply(y, data.dtype.type(1.0 / (1.0 - r)), out=y)
+        np.copyto(mask, keep, casting="unsafe")
+        return y, mask
+
+    return dropout_train
+
+
+class GraphAutograd:
+    """A graph in training form, its parameters and running statistics, and forward + backward over it."""
+
+    def __init__(self, graph: Graph, source: str = "model", trainable=None, frozen=None, output: str | None = None,
+                 seed: int = 0, stash_float16: bool = False):
+        self.source = source
+        self.graph = g = copy.copy(graph)
+        g.nodes = [copy.copy(n) for n in graph.nodes]
+        for n in g.nodes:
+            n.attrs = dict(n.attrs)
+            n.inputs, n.outputs = list(n.inputs), list(n.outputs)
+        g.initializers = dict(graph.initializers)
+        outputs = [v.name for v in g.outputs]
+        if output is None:
+            output = outputs[0]
+        elif output not in outputs:
+            raise SporelingError(f"{source}: no output '{output}' (outputs: {', '.join(outputs)})")
+        self.output = output
+        self.rng = np.random.default_rng(seed)
+        self.training = True
+        opset = g.opset
+        taken = {x for n in g.nodes for x in list(n.inputs) + list(n.outputs)} | set(g.initializers)
+        # running statistics: BN input mean/var that are initializers, updated from the node's extra outputs
+        self.state: dict[str, np.ndarray] = {}
+        # (value the node produces, state name, momentum, the node's input X, whether it is a variance)
+        self.state_updates: list[tuple[str, str, float, str, bool]] = []
+        bns = [n for n in g.nodes if n.op_type == "BatchNormalization" and n.domain in ("", "ai.onnx")
+               and len(n.inputs) >= 5]
+        _untie_identities(g)
+        stats = {x for n in bns for x in n.inputs[3:5]}
+        # parameters: float initializers (not 0-d constants) that reach the output through a differentiable input
+        reach = _reaches(g, output)
+        used = {x for n in g.nodes for x in _diff_inputs(n)}
+        candidates = sorted(
+            name for name, arr in g.initializers.items()
+            if name in used and name in reach and name not in stats and _is_float(arr) and arr.ndim >= 1
+        )
+        self.all_parameters = candidates
+        chosen = set(candidates) if trainable is None else match_names(candidates, trainable, "trainable")
+        if frozen is not None:
+            chosen -= match_names(candidates, frozen, "frozen")
+        self.trainable = [n for n in candidates if n in chosen]
+        # BatchNormalization trains (batch statistics, running ones updated) where its scale or shift learns;
+        # under a frozen scale and shift (a frozen backbone) it keeps its running statistics, as fine-tuning does
+        learning = set(self.trainable)
+        for n in bns:
+            if not any(x in learning or x not in g.initializers for x in n.inputs[1:3]):
+                continue
+            outs = _bn_training(n, opset, taken)
+            for k, (src, name) in enumerate(zip(outs, n.inputs[3:5])):
+                if name in g.initializers:
+                    self.state[name] = np.array(g.initializers[name], copy=True)
+                    momentum = float(n.attrs.get("momentum", 0.9))
+                    self.state_updates.append((src, name, momentum, n.inputs[0], k == 1))
+        for n in g.nodes:
+            if n.op_type == "Dropout" and n.domain in ("", "ai.onnx"):
+                while len(n.outputs) < 2 or not n.outputs[1]:
+                    n.outputs = [n.outputs[0], unique_name(f"{n.outputs[0]}__mask", taken)]
+        # the trainable parameters, as writable float arrays we own (optimizers update them in place)
+        self.params: dict[str, np.ndarray] = {n: np.array(g.initializers[n], copy=True) for n in self.trainable}
+        for n, arr in self.params.items():
+            g.initializers[n] = arr
+        for n, arr in self.state.items():
+            g.initializers[n] = arr
+        flow = _grad_flow(g, set(self.trainable))
+        # the running statistics are read after the pass too, when they are copied into the state arrays
+        self._keep = self._saved_values(g, flow) | {u[0] for u in self.state_updates}
+        self.stash: dict[str, str] = {}  # value -> its float16 copy, which backward reads instead
+        if stash_float16 and all(p.dtype == np.float32 for p in self.params.values()):
+            self._stash_float16(g, flow, taken)
+        self.session = _TrainSession(g, source, self._keep, self)
+        self._backward: dict[int, Backward] = {}
+        self.last_outputs: dict[str, np.ndarray] = {}
+
+    def _stash_float16(self, g: Graph, flow: set[str], taken: set[str]) -> None:
+        """Mixed precision: each activation backward reads is copied to float16 by a Cast right after its node,
+        and the copy is what stays alive for backward. The float32 original is then free once the forward pass
+        has used it, so the arena holds half the bytes for what backward keeps; backward widens each copy back
+        to float32 when its rule runs. Parameters and gradients stay float32."""
+        outputs = {v.name for v in g.outputs}
+        state_srcs = {u[0] for u in self.state_updates}
+        nodes = []
+        for n in g.nodes:
+            nodes.append(n)
+            y = n.outputs[0] if n.outputs else ""
+            if (y and y in self._keep and y in flow and y not in outputs and y not in state_srcs
+                    and n.op_type not in NO_GRAD_OPS and n.domain in ("", "ai.onnx")):
+                half = unique_name(f"{y}__f16", taken)
+                nodes.append(Node("Cast", [y], [half], {"to": 10}, f"{n.name or y}/stash_f16"))
+                self.stash[y] = half
+        g.nodes = nodes
+        self._keep = (self._keep - set(self.stash)) | set(self.stash.values())
+
+    # ---- what backward reads ---------------------------------------------------------------------
+    @staticmethod
+    def _saved_values(g: Graph, flow: set[str]) -> set[str]:
+        keep: set[str] = set()
+        for n in g.nodes:
+            if not any(x in flow for x in _diff_inputs(n)):
+                continue
+            ins, outs = saved_positions(n.op_type, len(n.inputs), len(n.outputs))
+            keep.update(n.inputs[k] for k in ins if k < len(n.inputs) and n.inputs[k])
+            keep.update(n.outputs[k] for k in outs if k < len(n.outputs) and n.outputs[k])
+        return keep
+
+    # ---- forward and backward ----------------------------------------------------------------------
+    def _feeds(self, feeds: dict) -> dict:
+        names = {v.name for v in self.session.inputs}
+        unknown = [k for k in feeds if k not in names]
+        if unknown:
+            raise SporelingError(f"{self.source}: unknown input '{unknown[0]}' (inputs: {', '.join(sorted(names))})")
+        missing = [k for k in names if k not in feeds]
+        if missing:
+            raise SporelingError(f"{self.source}: missing input '{missing[0]}'")
+        full = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        full.update(self.params)
+        full.update(self.state)
+        return full
+
+    def forward(self, feeds: dict) -> tuple[Plan, list]:
+        """Runs the training-form forward pass; returns the plan and its filled environment."""
+        full = self._feeds(feeds)
+        sess = self.session
+        with sess._lock:
+            plan = sess.plan_for(full)
+            env = list(plan.template)
+            for name, slot in plan.feed_slots:
+                env[slot] = full[name]
+            with np.errstate(all="ignore"):
+                sess._execute(plan, env, None)
+        return plan, env
+
+    def output_of(self, plan: Plan, env: list) -> np.ndarray:
+        return env[plan.slots[self.output]]
+
+    def update_state(self, plan: Plan, env: list) -> None:
+        """Copies the running statistics the BatchNormalization nodes produced into the state arrays. The
+        running variance is PyTorch's, from the unbiased batch variance (ONNX's kernel averages the biased one),
+        so a model trained here evaluates as it would after training in PyTorch."""
+        for src, name, momentum, x_name, is_var in self.state_updates:
+            slot = plan.slots.get(src)
+            if slot is None or env[slot] is None:
+                continue
+            new, dst = env[slot], self.state[name]
+            if is_var:
+                shape = plan.shapes.get(x_name) or env[plan.slots[x_name]].shape
+                count = int(np.prod(shape)) // max(int(shape[1]), 1)
+                if count > 1:  # new = m*old + (1-m)*biased: rescale the batch part by count/(count-1)
+                    old = dst.astype(np.float64) * momentum
+                    new = old + (new.astype(np.float64) - old) * (count / (count - 1))
+            np.copyto(dst, new, casting="unsafe")
+
+    def backward(self, plan: Plan, env: list, grad_output: np.ndarray) -> dict[str, np.ndarray]:
+        """Gradients of the trainable parameters, given the gradient of the loss at the chosen output."""
+        bw = self._backward.get(id(plan))
+        if bw is None or bw is not getattr(plan, "_bw", None):
+            bw = self._prepare_backward(plan, env)
+            plan._bw = bw  # tie it to this plan object (an evicted plan's id may be reused)
+            self._backward[id(plan)] = bw
+        opset = self.graph.opsets
+        grads: dict[int, np.ndarray] = {bw.output_slot: grad_output}
+        with np.errstate(all="ignore"):
+            for st, needs, saved in bw.steps:
+                gs = [grads.pop(o, None) if o >= 0 else None for o in st.outs]
+                if all(x is None for x in gs):
+                    continue
+                node = st.node
+                ins = [_value(env, s, saved, k, bw.stash) for k, s in enumerate(st.ins[: len(node.inputs)])]
+                outs = [_value(env, o, saved, len(ins) + k, bw.stash) for k, o in enumerate(st.outs)]
+                version = opset.get(node.domain or "", 1)
+                if node.op_type == "Dropout":
+                    version = max(version, 12)
+                    ins = ins + [None] * (3 - len(ins))
+                    ins[2] = np.array(self.training)
+                ctx = VJPContext(node.op_type, dict(node.attrs), ins, outs, gs, list(needs), version)
+                try:
+                    res = vjp_for(node.op_type)(ctx)
+                except SporelingError:
+                    raise
+                except Exception as e:
+                    raise SporelingError(f"{self.source}: backward of {node.label()} failed: "
+                                         f"{type(e).__name__}: {e}") from e
+                for s, want, gi in zip(st.ins, needs, res):
+                    if not want or gi is None:
+                        continue
+                    prev = grads.get(s)
+                    grads[s] = gi if prev is None else prev + gi
+        return {name: grads[slot] for name, slot in bw.wanted_params.items() if slot in grads}
+
+    def _prepare_backward(self, plan: Plan, env: list) -> Backward:
+        params = {plan.slots[n]: n for n in self.trainable if n in plan.slots}
+        requires = set(params)
+        fwd = []
+        for st in plan.steps:
+            node = st.node
+            skip = NONDIFF.get(node.op_type, frozenset())
+            needs = tuple(k < len(node.inputs) and k not in skip and s in requires and _is_float(env[s])
+                          for k, s in enumerate(st.ins))
+            if any(needs) and node.op_type not in NO_GRAD_OPS:
+                requires.update(o for o in st.outs if o >= 0 and _is_float(env[o]))
+                fwd.append((st, needs))
+        out_slot = plan.slots[self.output]
+        if out_slot not in requires:
+            raise SporelingError(f"{self.source}: output '{self.output}' does not depend on any trainable parameter")
+        need = {out_slot}
+        steps = []
+        missing = set()
+        for st, needs in reversed(fwd):
+            if not any(o in need for o in st.outs):
+                continue
+            if (st.op is not None and st.op.context) or st.node.domain not in ("", "ai.onnx"):
+                missing.add(f"{st.node.domain}:{st.node.op_type}" if st.node.domain else st.node.op_type)
+                continue
+            try:
+                vjp_for(st.node.op_type)
+            except SporelingError:
+                missing.add(st.node.op_type)
+            need.update(s for s, w in zip(st.ins, needs) if w)
+            ins, outs = saved_positions(st.node.op_type, len(st.node.inputs), len(st.outs))
+            saved = frozenset(ins) | frozenset(len(st.node.inputs) + k for k in outs)
+            steps.append((st, needs, saved))
+        if missing:
+            raise SporelingError(f"{self.source}: cannot train through ops without a backward rule: "
+                                 f"{', '.join(sorted(missing))}")
+        wanted = {n: s for s, n in params.items() if s in need}
+        stash = {plan.slots[v]: plan.slots[h] for v, h in self.stash.items() if v in plan.slots and h in plan.slots}
+        return Backward(steps, wanted, out_slot, stash)
+
+
+def _value(env: list, slot: int, saved: frozenset, position: int, stash: dict[int, int]):
+    """A forward value for a backward rule: the value itself if the rule reads it (widened from its float16
+    copy under mixed precision), otherwise a stand-in of its shape and dtype that costs no memory (the arena
+    may have reused the value's buffer by now)."""
+    if slot < 0:
+        return None
+    v = env[slot]
+    if position in saved and slot in stash:
+        return env[stash[slot]].astype(np.float32)
+    if position in saved or not isinstance(v, np.ndarray):
+        return v
+    return np.broadcast_to(np.zeros((), v.dtype), v.shape)
+
+
+def _untie_identities(g: Graph) -> None:
+    """PyTorch's exporter (eval mode) merges initializers of equal value -- a fresh model's zero biases and unit
+    norm scales, a BN running mean equal to its bias -- leaving Identity nodes of the one it kept under the
+    others' names. Trained as found, all of them would be one tied parameter. Each such Identity becomes an
+    initializer of its own under its (PyTorch) name, so they train apart; an Identity that is a graph output
+    stays a node."""
+    outputs = {v.name for v in g.outputs}
+    kept = []
+    for n in g.nodes:  # topological order, so a chain of Identities unties from its head on
+        if (n.op_type == "Identity" and n.domain in ("", "ai.onnx") and n.inputs and n.inputs[0] in g.initializers
+                and n.outputs[0] not in outputs):
+            g.initializers[n.outputs[0]] = g.initializers[n.inputs[0]]
+        else:
+            kept.append(n)
+    g.nodes = kept
+

@@ -9,7 +9,7 @@
 - loop.py and cli_train.py: `sporeling train`.
 """
 
-from . import vjp_elementwise, vjp_nn, vjp_rnn  # noqa: F401  (importing them registers their rules)
+from . import vjp_elementwise, vjp_more, vjp_nn, vjp_rnn  # noqa: F401  (importing them registers their rules)
 from .losses import MSE, BCEWithLogits, CrossEntropy, accuracy, get_loss
 from .optim import SGD, Adam, AdamW, CosineLR, Optimizer, StepLR
 from .trainer import Trainer

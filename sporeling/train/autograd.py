@@ -41,6 +41,7 @@ NONDIFF: dict[str, frozenset[int]] = {
         "LSTM": (4,), "GRU": (4,), "RNN": (4,), "OneHot": (0, 1, 2), "ConstantOfShape": (0,), "Range": (0, 1, 2),
     }.items()
 }
+INITIAL_STATES = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
 # Ops whose outputs carry no gradient at all (integers, booleans, shapes).
 NO_GRAD_OPS = frozenset({
     "Shape", "Size", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or", "Xor",
@@ -179,7 +180,10 @@ class GraphAutograd:
         stats = {x for n in bns for x in n.inputs[3:5]}
         # parameters: float initializers (not 0-d constants) that reach the output through a differentiable input
         reach = _reaches(g, output)
-        used = {x for n in g.nodes for x in _diff_inputs(n)}
+        # a recurrent layer's initial state is differentiable, but a constant one (the zeros an exporter
+        # folds in) is no parameter
+        used = {x for n in g.nodes for k, x in enumerate(n.inputs)
+                if x in _diff_inputs(n) and k not in INITIAL_STATES.get(n.op_type, ())}
         candidates = sorted(
             name for name, arr in g.initializers.items()
             if name in used and name in reach and name not in stats and _is_float(arr) and arr.ndim >= 1

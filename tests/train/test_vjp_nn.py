@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-import sporeling.train.vjp_nn  # noqa: E402,F401  (registers the rules)
+import sporeling.train.vjp_nn  # noqa: E402  (registers the rules)
 from sporeling.ops import lookup  # noqa: E402
 from sporeling.train.vjp import VJPContext, vjp_for  # noqa: E402
 
@@ -331,3 +331,12 @@ def test_conv_transpose(attrs, xs, ws):
     ins = [_n(*xs), _n(*ws, seed=1), _n(ws[1] * attrs.get("group", 1), seed=2)]
     for dtype, tol in DTYPES:
         check("ConvTranspose", ins, attrs, ref, dtype=dtype, tol=tol)
+
+
+@pytest.mark.parametrize("attrs,xs,ws,bias", [CONV2D[0], CONV2D[1], CONV2D[7]])
+def test_conv2d_one_tap_at_a_time(attrs, xs, ws, bias, monkeypatch):
+    """Above WHOLE_PATCHES_BYTES the dense rule goes one kernel tap at a time; same gradients."""
+    monkeypatch.setattr(sporeling.train.vjp_nn, "WHOLE_PATCHES_BYTES", 0)
+    ins = [_n(*xs), _n(*ws, seed=1)] + ([_n(ws[0], seed=2)] if bias else [])
+    for dtype, tol in DTYPES:
+        check("Conv", ins, attrs, _torch_conv(attrs, xs, ws, 2), dtype=dtype, tol=tol)

@@ -21,6 +21,8 @@ For the detector and the segmenter the photos are ones on which the float model 
 a photo with nothing to find their output is ~1e-7 everywhere, and a cosine between two such maps
 measures rounding noise, not the model (PP-OCR det on skimage's text.png, whose float map peaks at
 5e-7: cosine 0.53 at 8 bits). The task figures are the check that matters there.
+- fmnist_cnn: the conv32-conv64-fc128 CNN trained by sporeling itself on Fashion-MNIST (FMNIST_RECIPE,
+  cached after the first run trains it); 5 batches of 100 test images, test accuracy against the labels.
 - bench models (mobilenetv2, resnet18: photos at 224, top-1 agreement; tinybert: seeded token ids).
 
 Metrics whose name ends in "acc" are accuracies against labels (fractions); the others compare with
@@ -54,7 +56,10 @@ Outputs = dict[str, np.ndarray]
 Engine = Callable[[Feeds], Outputs]
 
 TRAINED = ["ppocr_det", "ppocr_rec", "ppocr_cls", "silero_vad", "mp_face_detection", "mp_face_landmark",
-           "mp_selfie_segmentation"]
+           "mp_selfie_segmentation", "fmnist_cnn"]
+FMNIST_RECIPE = ["zoo:cnn", "--epochs", "3", "--batch", "64", "--optimizer", "adam", "--lr", "0.001",
+                 "--schedule", "cosine", "--seed", "0", "--threads", "2", "--quiet"]
+FMNIST_FILE = "fmnist_cnn-v1.spore"  # bump with the recipe
 BENCH = ["mobilenetv2", "resnet18", "tinybert"]  # seeded random weights (benchmarks/models.py)
 FACE = (180, 75, 275, 185)  # the astronaut's face in the 512x512 photo (tests/tflite/test_mediapipe_tasks.py)
 REC_TEXTS = ["Hello World 2024", "The quick brown fox", "sporeling 0.1.0", "Invoice 4821 total 37.50",
@@ -70,8 +75,32 @@ class Case:
     feedback: dict[str, str] = field(default_factory=dict)  # output -> the input it becomes for the next one
 
 
+def _fmnist_folder() -> str | None:
+    path = asset_path("fmnist_test_images")
+    return None if path is None or asset_path("fmnist_train_images") is None else os.path.dirname(path)
+
+
+def fmnist_cnn_path(train: bool = True) -> str | None:
+    """The Fashion-MNIST CNN sporeling trains (FMNIST_RECIPE, a few minutes on 2 cores), trained on first use."""
+    path = os.path.join(cache_dir(), "trained", FMNIST_FILE)
+    if os.path.exists(path) or not train:
+        return path if os.path.exists(path) else None
+    folder = _fmnist_folder()
+    if folder is None:
+        return None
+    from sporeling.cli import main as cli
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    print(f"training the Fashion-MNIST CNN once into {path} ...", file=sys.stderr)
+    if cli(["train", *FMNIST_RECIPE, "--data", folder, "-o", path]) != 0:
+        raise RuntimeError("training the Fashion-MNIST CNN failed")
+    return path
+
+
 def model_path(name: str) -> str | None:
     """The cached file of a real model or a bench model, or None when it is not there."""
+    if name == "fmnist_cnn":
+        return fmnist_cnn_path(train=_fmnist_folder() is not None)
     if name in BENCH:
         found = sorted(glob.glob(os.path.join(cache_dir(), "bench", f"{name}-*.onnx")))
         return found[-1] if found else None
@@ -255,6 +284,24 @@ def _selfie(path: str, quick: bool) -> Case:
     return Case("mp_selfie_segmentation", path, inputs, lambda o, r: {"mask IoU": _mean_iou(o, r, 0.5)})
 
 
+# ---- trained here ----
+
+def _fmnist(path: str, quick: bool) -> Case:
+    from sporeling.train.data import load_idx_dataset, to_nchw_float
+
+    images, labels = load_idx_dataset(_fmnist_folder(), "test")
+    batches = 2 if quick else 5
+    x = to_nchw_float(images[:100 * batches])
+    inputs = [(f"test {100 * i}-{100 * i + 99}", {"input": x[100 * i:100 * (i + 1)]}) for i in range(batches)]
+    y = labels[:100 * batches].astype(np.int64)
+
+    def task(outs, ref):
+        pred = np.concatenate([_first(o).argmax(axis=1) for o in outs])
+        return {"test acc": float(np.mean(pred == y[:len(pred)]))}
+
+    return Case("fmnist_cnn", path, inputs, task)
+
+
 # ---- bench models (random weights) ----
 
 def _imagenet(name: str, quick: bool) -> Case:
@@ -285,7 +332,7 @@ def _tinybert(quick: bool) -> Case:
 
 _BUILDERS = {"ppocr_det": _ppocr_det, "ppocr_rec": _ppocr_rec, "ppocr_cls": _ppocr_cls, "silero_vad": _silero,
              "mp_face_detection": _face_detection, "mp_face_landmark": _face_landmark,
-             "mp_selfie_segmentation": _selfie}
+             "mp_selfie_segmentation": _selfie, "fmnist_cnn": _fmnist}
 
 
 def case(name: str, quick: bool = False) -> Case:

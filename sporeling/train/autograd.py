@@ -333,11 +333,22 @@ class GraphAutograd:
                 except Exception as e:
                     raise SporelingError(f"{self.source}: backward of {node.label()} failed: "
                                          f"{type(e).__name__}: {e}") from e
+                returned: set[int] = set()
                 for s, want, gi in zip(st.ins, needs, res):
                     if not want or gi is None:
                         continue
+                    # every stored gradient is the backward pass's own, written by nothing else: a rule may
+                    # then write into the gradients it is given (see vjp.py), and sums accumulate in place
+                    if id(gi) in returned or not gi.flags.writeable:
+                        gi = gi.copy()  # Add hands the same array to both inputs
+                    returned.add(id(gi))
                     prev = grads.get(s)
-                    grads[s] = gi if prev is None else prev + gi
+                    if prev is None:
+                        grads[s] = gi
+                    elif prev.shape == gi.shape and prev.dtype == gi.dtype:
+                        np.add(prev, gi, out=prev)
+                    else:
+                        grads[s] = prev + gi
         return {name: grads[slot] for name, slot in bw.wanted_params.items() if slot in grads}
 
     def _prepare_backward(self, plan: Plan, env: list) -> Backward:

@@ -43,6 +43,10 @@ def add_parser(sub) -> None:
                    help="learning-rate schedule over the whole run (step: x0.1 every epoch)")
     p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "bce_with_logits"])
     p.add_argument("--label-smoothing", type=float, default=0.0, metavar="S")
+    p.add_argument("--accumulate", type=int, default=1, metavar="K",
+                   help="sum the gradients of K batches before each update (a K times larger virtual batch)")
+    p.add_argument("--precision", choices=["float32", "mixed"], default="float32",
+                   help="mixed: keep the activations backward reads in float16 (less memory), weights in float32")
     p.add_argument("--checkpoint", metavar="DIR", help="write checkpoints here (each epoch and every --every steps)")
     p.add_argument("--every", type=int, default=100, metavar="N", help="checkpoint every N steps (default 100)")
     p.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints kept (default 3)")
@@ -97,7 +101,7 @@ def cmd_train(args) -> int:
 
     if args.resume and not args.checkpoint:
         raise SporelingError("--resume needs --checkpoint DIR")
-    for name in ("epochs", "batch", "every", "keep"):
+    for name in ("epochs", "batch", "every", "keep", "accumulate"):
         if getattr(args, name) is not None and getattr(args, name) < (0 if name == "every" else 1):
             raise SporelingError(f"--{name} must be a positive number")
     apply_threads(args.threads or 1)
@@ -111,7 +115,8 @@ def cmd_train(args) -> int:
             raise
         test_raw = None
     steps_per_epoch = -(-len(y) // args.batch)
-    total = steps_per_epoch * args.epochs
+    updates_per_epoch = max(1, steps_per_epoch // args.accumulate)  # schedules count optimizer updates
+    total = max(1, steps_per_epoch * args.epochs // args.accumulate)
 
     def make_optimizer():
         lr = args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 1e-3)
@@ -119,7 +124,7 @@ def cmd_train(args) -> int:
         if args.schedule == "cosine":
             schedule = CosineLR(total)
         elif args.schedule == "step":
-            schedule = StepLR(steps_per_epoch, 0.1)
+            schedule = StepLR(updates_per_epoch, 0.1)
         if args.optimizer == "sgd":
             return SGD(lr=lr, momentum=args.momentum, weight_decay=args.weight_decay or 0.0, schedule=schedule)
         cls = Adam if args.optimizer == "adam" else AdamW
@@ -131,7 +136,8 @@ def cmd_train(args) -> int:
         args.label_smoothing else args.loss
     trainer, batches, path = resume_point(
         args.checkpoint if args.resume else None,
-        lambda: Trainer(model, loss=loss, optimizer=make_optimizer(), seed=args.seed, trainable=args.trainable),
+        lambda: Trainer(model, loss=loss, optimizer=make_optimizer(), seed=args.seed, trainable=args.trainable,
+                        accumulate=args.accumulate, precision=args.precision),
         lambda p: Trainer.load_checkpoint(p, model, loss=get_loss(loss)),
         len(y), args.batch, args.seed)
     nhwc = _layout(trainer)

@@ -5,7 +5,10 @@ training runtime can differentiate any graph whose ops all have a rule, and say 
 is a function of a VJPContext (the node's attributes, its forward inputs and outputs, the gradients of
 its outputs, which input gradients are wanted) returning one gradient per input, or None where none is
 wanted or the input is not differentiable (a shape, an index, an omitted optional input). Gradients
-have their input's shape and dtype. Rules are NumPy, vectorised; they are checked against
+have their input's shape and dtype. The output gradients in ctx.grads belong to the rule: the training
+runtime hands each over once and keeps no other reference, so a rule may write into one (Relu masks its
+gradient in place) or take it out of ctx.grads once used, so it is freed before the rule allocates its
+results (Conv does). A rule may return the same array for two inputs; the runtime copies one of them. Rules are NumPy, vectorised; they are checked against
 torch.autograd in tests/train.
 """
 

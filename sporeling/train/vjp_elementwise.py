@@ -27,11 +27,19 @@ def _grad(ctx: VJPContext, i: int = 0) -> np.ndarray:
 
 
 def _unary(ctx: VJPContext, dydx) -> list:
-    """Rules of one-input ops: g * dy/dx, with dydx(x, y) the local derivative."""
+    """Rules of one-input ops: g * dy/dx, with dydx(x, y) the local derivative, multiplied into g itself
+    when it has the result's dtype and shape (it is the rule's to write, see vjp.py): no new array."""
     if not wanted(ctx, 0):
         return [None]
     x = ctx.inputs[0]
-    return [as_gradient(_grad(ctx) * dydx(x, ctx.outputs[0]), x)]
+    g = ctx.grads[0] if ctx.grads else None
+    d = dydx(x, ctx.outputs[0])
+    if (g is not None and g.flags.writeable and g.dtype == x.dtype and g.shape == x.shape
+            and np.result_type(g, d) == g.dtype):
+        ctx.grads[0] = None
+        np.multiply(g, d, out=g)
+        return [g]
+    return [as_gradient(_grad(ctx) * d, x)]
 
 
 def _binary(ctx: VJPContext, ga, gb) -> list:

@@ -60,7 +60,7 @@ def check(op, inputs, attrs, opset, torch_fn, diff, *, dtype=np.float64, tol=1e-
     r = _rng(seed)
     grads = [None if (k in drop_grads or not np.issubdtype(y.dtype, np.floating)) else r.standard_normal(y.shape)
              .astype(y.dtype) for k, y in enumerate(outputs)]
-    ctx = VJPContext(op, dict(attrs), inputs, outputs, grads, opset=opset)
+    ctx = VJPContext(op, dict(attrs), inputs, outputs, [None if g is None else g.copy() for g in grads], opset=opset)
     got = vjp_for(op)(ctx)
     assert len(got) == len(inputs)
 

@@ -27,7 +27,6 @@ Writes benchmarks/results/compression.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -44,7 +43,7 @@ sys.path[:0] = [p for p in (_HERE, os.path.dirname(_HERE)) if p not in sys.path]
 import numpy as np  # noqa: E402
 
 import real_inputs as ri  # noqa: E402
-from common import one_line  # noqa: E402
+from common import one_line, write_result  # noqa: E402
 from common import versions as library_versions  # noqa: E402
 
 METHODS = {"fixed8": ("fixed", 8), "fixed6": ("fixed", 6), "fixed4": ("fixed", 4), "original": ("original", None),
@@ -379,11 +378,8 @@ def main(argv: list[str] | None = None) -> int:
               "quick": args.quick, "methods": methods, "peers": peers,
               "targets": {"x_float_arith": TARGET_RATIO, "cos_mean": TARGET_COSINE, "acc_drop": TARGET_ACC_DROP},
               "models": models, "skipped": skipped, "summary": summary}
-    from sporeling.tools import atomic_write
-
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    atomic_write(args.out, lambda f: json.dump(result, f, indent=2), mode="w")
-    print(f"\nwrote {args.out}")
+    print()
+    write_result(args.out, result)
     return 0
 
 

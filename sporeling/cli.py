@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e, 1)
     except (SporelingError, OSError, ValueError) as e:
         return _fail(e, 2)
-    except MemoryError as e:
+    except MemoryError:
         return _fail(MemoryError(f"out of memory running {getattr(args, 'model', 'the command')}"), 1)
     except KeyboardInterrupt:
         print("sporeling: interrupted", file=sys.stderr)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from typing import Any
 
 import numpy as np
 

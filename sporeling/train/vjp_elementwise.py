@@ -134,7 +134,12 @@ def _clip(ctx):
         hi = ctx.inputs[2] if len(ctx.inputs) > 2 and ctx.inputs[2] is not None else np.inf
     g = _grad(ctx)
     inside = (y > lo) & (y < hi)
-    res = [as_gradient(g * inside, ctx.inputs[0]) if wanted(ctx, 0) else None]
+    if not wanted(ctx, 0):
+        res = [None]
+    elif not (wanted(ctx, 1) or wanted(ctx, 2)) and g is ctx.grads[0] and g.flags.writeable and g.dtype == y.dtype:
+        res = [np.multiply(g, inside, out=g)]  # the gradient is the rule's own (vjp.py): masked in place
+    else:
+        res = [as_gradient(g * inside, ctx.inputs[0])]
     if ctx.opset >= 11:
         # ONNX clip is min(max(x, lo), hi): below lo (and lo < hi) the output is lo; at or above hi it is hi
         at_lo = (y <= lo) & (np.asarray(lo) < hi)

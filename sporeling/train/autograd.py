@@ -223,7 +223,6 @@ class GraphAutograd:
             self._stash_float16(g, flow, taken)
         self.session = _TrainSession(g, source, self._keep, self)
         self._backward: dict[int, Backward] = {}
-        self.last_outputs: dict[str, np.ndarray] = {}
 
     def _stash_float16(self, g: Graph, flow: set[str], taken: set[str]) -> None:
         """Mixed precision: each activation backward reads is copied to float16 by a Cast right after its node,
@@ -304,14 +303,15 @@ class GraphAutograd:
             np.copyto(dst, new, casting="unsafe")
 
     def backward(self, plan: Plan, env: list, grad_output: np.ndarray) -> dict[str, np.ndarray]:
-        """Gradients of the trainable parameters, given the gradient of the loss at the chosen output."""
+        """Gradients of the trainable parameters, given the gradient of the loss at the chosen output (which is
+        copied, since rules may write into the gradients they are given: the caller's array is left alone)."""
         bw = self._backward.get(id(plan))
         if bw is None or bw is not getattr(plan, "_bw", None):
             bw = self._prepare_backward(plan, env)
             plan._bw = bw  # tie it to this plan object (an evicted plan's id may be reused)
             self._backward[id(plan)] = bw
         opset = self.graph.opsets
-        grads: dict[int, np.ndarray] = {bw.output_slot: grad_output}
+        grads: dict[int, np.ndarray] = {bw.output_slot: np.array(grad_output, copy=True)}
         with np.errstate(all="ignore"):
             for st, needs, saved in bw.steps:
                 gs = [grads.pop(o, None) if o >= 0 else None for o in st.outs]
@@ -333,15 +333,16 @@ class GraphAutograd:
                 except Exception as e:
                     raise SporelingError(f"{self.source}: backward of {node.label()} failed: "
                                          f"{type(e).__name__}: {e}") from e
-                returned: set[int] = set()
+                returned: list[np.ndarray] = []
                 for s, want, gi in zip(st.ins, needs, res):
                     if not want or gi is None:
                         continue
                     # every stored gradient is the backward pass's own, written by nothing else: a rule may
-                    # then write into the gradients it is given (see vjp.py), and sums accumulate in place
-                    if id(gi) in returned or not gi.flags.writeable:
-                        gi = gi.copy()  # Add hands the same array to both inputs
-                    returned.add(id(gi))
+                    # then write into the gradients it is given (see vjp.py), and sums accumulate in place.
+                    # Add hands views of one array to both inputs: the second gets a copy.
+                    if not gi.flags.writeable or any(np.may_share_memory(gi, r) for r in returned):
+                        gi = gi.copy()
+                    returned.append(gi)
                     prev = grads.get(s)
                     if prev is None:
                         grads[s] = gi

@@ -8,7 +8,8 @@ wanted or the input is not differentiable (a shape, an index, an omitted optiona
 have their input's shape and dtype. The output gradients in ctx.grads belong to the rule: the training
 runtime hands each over once and keeps no other reference, so a rule may write into one (Relu masks its
 gradient in place) or take it out of ctx.grads once used, so it is freed before the rule allocates its
-results (Conv does). A rule may return the same array for two inputs; the runtime copies one of them. Rules are NumPy, vectorised; they are checked against
+results (Conv does). A rule may return arrays sharing memory for two inputs (Add: views of its one
+gradient); the runtime copies one of them. Rules are NumPy, vectorised; they are checked against
 torch.autograd in tests/train.
 """
 

@@ -206,38 +206,70 @@ def _conv_dense(x, w, ctx: VJPContext, ct, strides, dil, begin, want_x, want_w):
     return gx, gw
 
 
+def _phases(strides, dil, kernel, out_sp):
+    """Strided, undilated windows read the padded input in stride-by-stride phases: tap t of an axis reads
+    phase t % stride from offset t // stride on, with step 1. Per tap: (phase index, slices into the phase)."""
+    return [(tuple(t % st for t, st in zip(tap, strides)),
+             tuple(slice(t // st, t // st + o) for t, st, o in zip(tap, strides, out_sp)))
+            for tap in np.ndindex(*kernel)]
+
+
 def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w):
-    """groups = channels, one filter each. Per tap, W's gradient is one einsum over a strided view of the padded
-    input (no product tensor written); X's gradient is a scaled add, done sample by sample so the tensors a tap
-    touches stay in cache across the taps."""
+    """groups = channels, one filter each. Per tap, W's gradient is one einsum over a window of the padded input
+    (no product tensor written); X's gradient is a scaled add, sample by sample so what a tap touches stays in
+    cache. With a stride (and no dilation), the padded input is split into its stride x stride phases first, so
+    every tap reads and writes with step 1 instead of striding through memory."""
     n, c = x.shape[:2]
     kernel, out_sp = tuple(w.shape[2:]), g.shape[2:]
+    nd = len(kernel)
     lead = (slice(None), slice(None))
     inner = tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
     full = _padded_extent(x.shape, begin, out_sp, kernel, strides, dil)
-    taps = [(tap, _tap_view(tap, dil, strides, out_sp)) for tap in np.ndindex(*kernel)]
-    gw = gxp = None
+    phased = any(st > 1 for st in strides) and all(d == 1 for d in dil)
+    if phased:
+        starts = list(np.ndindex(*strides))
+        taps = _phases(strides, dil, kernel, out_sp)
+    else:
+        starts = [(0,) * nd]
+        taps = [((0,) * nd, _tap_view(tap, dil, strides, out_sp)) for tap in np.ndindex(*kernel)]
+    tap_ids = list(np.ndindex(*kernel))
+    gw = gx = None
     if want_w:
         gw = np.empty(w.shape, dtype=g.dtype)
-        if not any(begin) and list(full) == list(x.shape[2:]):
-            xp = x
+        if not phased and not any(begin) and list(full) == list(x.shape[2:]):
+            xs = {starts[0]: x}
         else:
             xp = np.zeros((n, c) + tuple(full), dtype=x.dtype)
             xp[lead + inner] = x
-        letters = "".join(chr(ord("h") + i) for i in range(len(kernel)))
+            xs = {ph: np.ascontiguousarray(xp[lead + tuple(slice(p, None, st) for p, st in zip(ph, strides))])
+                  if phased else xp for ph in starts}
+            del xp
+        letters = "".join(chr(ord("h") + i) for i in range(nd))
         spec = f"nc{letters},nc{letters}->c"
-        for tap, view in taps:
-            gw[(slice(None), 0) + tap] = np.einsum(spec, g, xp[lead + view])
+        for tap, (ph, view) in zip(tap_ids, taps):
+            gw[(slice(None), 0) + tap] = np.einsum(spec, g, xs[ph][lead + view])
+        del xs
     if want_x:
         gxp = np.zeros((n, c) + tuple(full), dtype=g.dtype)
         part = np.empty(g.shape[1:], dtype=g.dtype)
-        wc = [w[(slice(None), 0) + tap].reshape((c,) + (1,) * len(kernel)) for tap, _ in taps]
+        wc = [w[(slice(None), 0) + tap].reshape((c,) + (1,) * nd) for tap in tap_ids]
+        cut = {ph: (slice(None),) + tuple(slice(p, None, st) for p, st in zip(ph, strides)) for ph in starts}
+        acc = {ph: np.zeros(gxp[0][cut[ph]].shape, dtype=g.dtype) for ph in starts} if phased else None
         for i in range(n):
             gi, dst = g[i], gxp[i]
-            for (tap, view), wt in zip(taps, wc):
+            if phased:
+                for buf in acc.values():
+                    buf.fill(0)
+            for (ph, view), wt in zip(taps, wc):
                 np.multiply(gi, wt, out=part)
-                dst[(slice(None),) + view] += part
-    gx = None if gxp is None else np.ascontiguousarray(gxp[lead + inner])
+                if phased:
+                    acc[ph][(slice(None),) + view] += part
+                else:
+                    dst[(slice(None),) + view] += part
+            if phased:
+                for ph, buf in acc.items():
+                    dst[cut[ph]] = buf
+        gx = np.ascontiguousarray(gxp[lead + inner])
     return gx, gw
 
 
@@ -500,11 +532,15 @@ def _bn_train_backward(ctx: VJPContext, x, g, scale, eps) -> list:
     if wanted(ctx, 2):
         res[2] = as_gradient(gsum, ctx.inputs[2])
     if wanted(ctx, 0):
-        # gx = scale * inv * (g - gsum / count - xhat * sum(g * xhat) / count)
+        # gx = scale * inv * (g - gsum / count - xhat * sum(g * xhat) / count), written into g itself when it is
+        # the rule's own float array (vjp.py): no new tensor
         a = scale * inv
         b = -a * inv * inv * gdot / count
         shift = -a * gsum / count
-        gx = np.multiply(g3, a[None, :, None])
+        own = g is ctx.grads[0] and g.flags.writeable and g.flags.c_contiguous and g.dtype == x.dtype
+        if own:
+            ctx.grads[0] = None
+        gx = np.multiply(g3, a[None, :, None], out=g3 if own else None)
         np.multiply(d, b[None, :, None], out=d)
         gx += d
         gx += shift[None, :, None]

@@ -96,6 +96,10 @@ CONV2D = [
     ({"dilations": [2, 2], "pads": [2, 2, 2, 2]}, (1, 2, 9, 9), (3, 2, 3, 3), False),
     ({"group": 2, "strides": [2, 2], "pads": [1, 1, 1, 1]}, (2, 4, 7, 8), (6, 2, 3, 3), True),
     ({"group": 3, "pads": [1, 1, 1, 1]}, (2, 3, 6, 6), (3, 1, 3, 3), True),  # depthwise
+    # depthwise with strides: the input is split into stride phases (with dilation it is not)
+    ({"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}, (2, 4, 9, 8), (4, 1, 3, 3), True),
+    ({"group": 3, "strides": [2, 3], "pads": [0, 1, 2, 1]}, (2, 3, 10, 11), (3, 1, 3, 2), False),
+    ({"group": 2, "strides": [2, 2], "dilations": [2, 1]}, (1, 2, 9, 9), (2, 1, 3, 3), True),
     ({"group": 4, "strides": [2, 2], "dilations": [1, 2]}, (1, 4, 9, 9), (8, 1, 3, 3), False),  # multiplier 2
     ({"strides": [3, 3]}, (1, 2, 8, 8), (2, 2, 2, 2), True),  # the last rows are never read
     ({"auto_pad": "SAME_UPPER", "strides": [2, 2]}, (2, 3, 7, 8), (4, 3, 3, 3), True),
@@ -134,6 +138,7 @@ def test_conv2d(attrs, xs, ws, bias):
 @pytest.mark.parametrize("attrs,xs,ws", [({}, (2, 3, 9), (4, 3, 3)),
                                          ({"strides": [2], "pads": [1, 2]}, (2, 2, 10), (3, 2, 4)),
                                          ({"group": 2, "dilations": [2]}, (1, 4, 11), (4, 2, 3)),
+                                         ({"group": 3, "strides": [2], "pads": [1, 1]}, (2, 3, 11), (3, 1, 3)),
                                          ({"auto_pad": "SAME_UPPER", "strides": [2]}, (2, 3, 9), (2, 3, 4))])
 def test_conv1d(attrs, xs, ws):
     ins = [_n(*xs), _n(*ws, seed=1), _n(ws[0], seed=2)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .conv_depthwise import Depthwise2D, DepthwiseCols, depthwise_applicable
-from .conv_gemm import ConvShape, Im2colGemm, Pointwise, WideIm2col
+from .conv_gemm import BatchedIm2col, ConvShape, Im2colGemm, Pointwise, WideIm2col
 from .conv_geometry import carve, conv_window, workspace_bytes
 from .conv_winograd import Winograd, winograd_tile
 from .registry import Info, register_op
@@ -109,6 +109,8 @@ def choose_algorithm(shape: ConvShape, has_bias: bool, exact: bool = False):
     tile = 0 if exact else winograd_tile(shape)
     if tile:
         return Winograd(shape, tile)
+    if BatchedIm2col.fits(shape):
+        return BatchedIm2col(shape)
     if shape.window.nd == 2:
         wide = WideIm2col(shape, has_bias)
         # wide rows cost (kernel extent / stride) extra matmul columns per output row: fine on wide

@@ -102,10 +102,10 @@ class Trainer:
         self._micro = 0  # calls since the last update
         self._acc: dict[str, np.ndarray] = {}
         self._grads: dict[str, np.ndarray] = {}
-        self._eval = None  # (steps, version, Model) of the inference model last built
+        self._eval = None  # (version, Model): the inference model last built, and for which parameters
         self._version = 0  # bumps whenever parameters change
-        self.extra: dict = {}
-        self.last_output: np.ndarray | None = None  # what the caller stored in the checkpoint this trainer was loaded from
+        self.extra: dict = {}  # what the caller stored in the checkpoint this trainer was loaded from
+        self.last_output: np.ndarray | None = None  # the chosen output of the last step (batch accuracy)
 
     # ---- names ---------------------------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sporeling.ops import Info, lookup
 from sporeling.ops.conv import Activation, ConvPlan
 from sporeling.ops.conv_depthwise import Depthwise2D, DepthwiseCols
-from sporeling.ops.conv_gemm import Im2colGemm, Pointwise, WideIm2col
+from sporeling.ops.conv_gemm import BatchedIm2col, Im2colGemm, Pointwise, WideIm2col
 from sporeling.ops.conv_winograd import Winograd, toom_cook
 from tests.ops.oracle import check_op, make_model, run_ort, run_sporeling
 
@@ -100,6 +100,13 @@ ALGO_CASES = [
     ((1, 6, 11, 40), (6, 2, 3, 3), {"pads": [1, 1, 1, 1], "group": 3, "dilations": [2, 1]}, WideIm2col),
     ((1, 32, 7, 7), (32, 32, 3, 3), {"pads": [1, 1, 1, 1]}, Im2colGemm),  # narrow map: plain unrolling
     ((1, 4, 6, 5, 4), (4, 4, 3, 3, 3), {"pads": [1] * 6}, Im2colGemm),
+    # a batch: all images unrolled at once, one GEMM (training shapes: LeNet-5's convs at batch 64)
+    ((64, 1, 28, 28), (6, 1, 5, 5), {"pads": [2, 2, 2, 2]}, BatchedIm2col),
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, BatchedIm2col),
+    ((3, 5, 11, 9), (7, 5, 3, 2), {"pads": [1, 0, 2, 1], "strides": [2, 1], "dilations": [1, 2]}, BatchedIm2col),
+    ((2, 16, 14, 14), (32, 16, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}, BatchedIm2col),
+    ((4, 3, 10), (5, 3, 3), {"pads": [1, 2], "strides": [2]}, BatchedIm2col),
+    ((2, 4, 6, 5, 4), (4, 4, 3, 3, 3), {"pads": [1] * 6}, BatchedIm2col),
 ]
 
 

@@ -91,6 +91,10 @@ def test_gemm(attrs, c_shape, dtype, tol):
 CONV2D = [
     ({}, (2, 3, 7, 6), (4, 3, 3, 3), True),
     ({}, (3, 5, 6, 7), (4, 5, 1, 1), True),  # pointwise: batched GEMMs on NCHW
+    # 3x3, 16+ channels, stride 1: X's gradient through the forward Conv kernel (symmetric, lopsided, no pads)
+    ({"pads": [1, 1, 1, 1]}, (2, 16, 7, 6), (17, 16, 3, 3), True),
+    ({"pads": [2, 0, 1, 2]}, (2, 16, 6, 7), (16, 16, 3, 3), False),
+    ({}, (1, 18, 6, 6), (16, 18, 3, 3), True),
     ({"strides": [2, 2]}, (2, 3, 7, 7), (4, 3, 1, 1), False),
     ({"strides": [2, 1], "pads": [1, 0, 2, 1]}, (2, 3, 8, 7), (4, 3, 3, 2), True),
     ({"dilations": [2, 2], "pads": [2, 2, 2, 2]}, (1, 2, 9, 9), (3, 2, 3, 3), False),

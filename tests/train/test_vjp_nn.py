@@ -100,6 +100,7 @@ CONV2D = [
     ({"dilations": [2, 2], "pads": [2, 2, 2, 2]}, (1, 2, 9, 9), (3, 2, 3, 3), False),
     ({"group": 2, "strides": [2, 2], "pads": [1, 1, 1, 1]}, (2, 4, 7, 8), (6, 2, 3, 3), True),
     ({"group": 3, "pads": [1, 1, 1, 1]}, (2, 3, 6, 6), (3, 1, 3, 3), True),  # depthwise
+    ({"group": 5, "pads": [2, 0, 1, 2]}, (2, 5, 7, 6), (5, 1, 3, 3), True),  # stride 1: X's gradient by a Conv
     # depthwise with strides: the input is split into stride phases (with dilation it is not)
     ({"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}, (2, 4, 9, 8), (4, 1, 3, 3), True),
     ({"group": 3, "strides": [2, 3], "pads": [0, 1, 2, 1]}, (2, 3, 10, 11), (3, 1, 3, 2), False),

@@ -61,12 +61,13 @@ def gemm_vjp(ctx: VJPContext) -> list:
     a_op = a.T if ta else a
     b_op = b.T if tb else b
     res: list = [None, None, None][: len(ctx.inputs)]
+    # each product in the orientation its input is stored in, so no transposed copy follows
     if wanted(ctx, 0):
-        ga = alpha * (g @ b_op.T)  # gradient of op(A)
-        res[0] = as_gradient(ga.T if ta else ga, a)
+        ga = b_op @ g.T if ta else g @ b_op.T  # the gradient of A (of op(A) = A.T transposed when transA)
+        res[0] = as_gradient(ga if alpha == 1 else alpha * ga, a)
     if wanted(ctx, 1):
-        gb = alpha * (a_op.T @ g)
-        res[1] = as_gradient(gb.T if tb else gb, b)
+        gb = g.T @ a_op if tb else a_op.T @ g
+        res[1] = as_gradient(gb if alpha == 1 else alpha * gb, b)
     if c is not None and wanted(ctx, 2):
         res[2] = as_gradient(unbroadcast(beta * g, c.shape), c)
     return res
@@ -409,17 +410,24 @@ def maxpool_vjp(ctx: VJPContext) -> list:
         xp[inner] = x
     else:
         xp = x
-    gxp = np.zeros(x.shape[:2] + tuple(full), dtype=g.dtype)
+    # windows that tile the input exactly (2x2 stride 2 on an even map) write each element once: no zeroing,
+    # no adding
+    tiled = xp is x and list(kernel) == list(strides) and all(d == 1 for d in dil) \
+        and all(o * k == sz for o, k, sz in zip(out_sp, kernel, x.shape[2:]))
+    gxp = (np.empty if tiled else np.zeros)(x.shape[:2] + tuple(full), dtype=g.dtype)
     found = np.zeros(g.shape, dtype=bool)
     hit = np.empty(g.shape, dtype=bool)
-    part = np.empty(g.shape, dtype=g.dtype)
+    part = None if tiled else np.empty(g.shape, dtype=g.dtype)
     for tap in np.ndindex(*kernel):
         view = lead + _tap_view(tap, dil, strides, out_sp)
         np.equal(xp[view], y, out=hit)
         np.greater(hit, found, out=hit)  # equal here and not taken by an earlier tap
         np.logical_or(found, hit, out=found)
-        np.multiply(g, hit, out=part)
-        gxp[view] += part
+        if tiled:
+            np.multiply(g, hit, out=gxp[view])
+        else:
+            np.multiply(g, hit, out=part)
+            gxp[view] += part
     return [as_gradient(gxp[inner], x)]
 
 

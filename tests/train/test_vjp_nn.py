@@ -162,6 +162,7 @@ def test_conv_needs():
 # ---- pools ----------------------------------------------------------------------------------------
 POOL = [
     ({"kernel_shape": [2, 2]}, (2, 3, 6, 6)),
+    ({"kernel_shape": [2, 2], "strides": [2, 2]}, (2, 3, 8, 6)),  # windows that tile the input
     ({"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, (2, 2, 7, 8)),
     ({"kernel_shape": [3, 2], "strides": [1, 2], "pads": [1, 0, 0, 1]}, (1, 2, 6, 7)),
     ({"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, (1, 2, 8, 8)),
@@ -186,6 +187,20 @@ def test_maxpool(attrs, xs):
 
     for dtype, tol in DTYPES:
         check("MaxPool", [_n(*xs)], attrs, ref, opset=12, dtype=dtype, tol=tol)
+
+
+@pytest.mark.parametrize("attrs,out_hw", [({"kernel_shape": [2, 2], "strides": [2, 2]}, (4, 4)),
+                                          ({"kernel_shape": [3, 3]}, (6, 6))])
+def test_maxpool_ties_go_to_the_first_maximum(attrs, out_hw):
+    """After a ReLU many windows hold several equal maxima (zeros): one element, the first, gets the gradient."""
+    x = np.maximum(np.round(_n(2, 3, 8, 8, seed=5)), 0)
+    shape = (2, 3) + out_hw
+    y, idx = lookup("MaxPool", 12).kernel(x, **attrs, out=(np.empty(shape), np.empty(shape, np.int64)))
+    g = np.random.default_rng(6).standard_normal(y.shape) + 3  # no zero gradients
+    got = vjp_for("MaxPool")(VJPContext("MaxPool", attrs, [x], [y, idx], [g.copy(), None]))[0]
+    want = np.zeros(x.size)
+    np.add.at(want, idx.reshape(-1), g.reshape(-1))
+    np.testing.assert_allclose(got.reshape(-1), want, rtol=1e-12, atol=0)
 
 
 def test_maxpool_indices_output_ignored():

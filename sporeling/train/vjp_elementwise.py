@@ -133,17 +133,19 @@ def _clip(ctx):
         lo = ctx.inputs[1] if len(ctx.inputs) > 1 and ctx.inputs[1] is not None else -np.inf
         hi = ctx.inputs[2] if len(ctx.inputs) > 2 and ctx.inputs[2] is not None else np.inf
     g = _grad(ctx)
+    bounds = wanted(ctx, 1) or wanted(ctx, 2)
+    if wanted(ctx, 0) and not bounds and g is ctx.grads[0] and g.flags.writeable and g.dtype == y.dtype:
+        # the usual case (ReLU6): the gradient is the rule's own (vjp.py), masked in place one bound at a time,
+        # so the only temporary is one boolean mask
+        np.multiply(g, y > lo, out=g)
+        np.multiply(g, y < hi, out=g)
+        return [g] + [None] * (len(ctx.inputs) - 1)
     inside = (y > lo) & (y < hi)
-    if not wanted(ctx, 0):
-        res = [None]
-    elif not (wanted(ctx, 1) or wanted(ctx, 2)) and g is ctx.grads[0] and g.flags.writeable and g.dtype == y.dtype:
-        res = [np.multiply(g, inside, out=g)]  # the gradient is the rule's own (vjp.py): masked in place
-    else:
-        res = [as_gradient(g * inside, ctx.inputs[0])]
+    res = [as_gradient(g * inside, ctx.inputs[0]) if wanted(ctx, 0) else None]
     if ctx.opset >= 11:
         # ONNX clip is min(max(x, lo), hi): below lo (and lo < hi) the output is lo; at or above hi it is hi
-        at_lo = (y <= lo) & (np.asarray(lo) < hi)
-        at_hi = ~inside & ~at_lo
+        at_lo = (y <= lo) & (np.asarray(lo) < hi) if bounds else None
+        at_hi = ~inside & ~at_lo if bounds else None
         for i, mask in ((1, at_lo), (2, at_hi)):
             res.append(as_gradient(np.sum(g * mask).reshape(ctx.inputs[i].shape), ctx.inputs[i])
                        if wanted(ctx, i) else None)

@@ -216,16 +216,16 @@ def _phases(strides, dil, kernel, out_sp):
 
 
 def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w):
-    """groups = channels, one filter each. Per tap, W's gradient is one einsum over a window of the padded input
-    (no product tensor written); X's gradient is a scaled add, sample by sample so what a tap touches stays in
-    cache. With a stride (and no dilation), the padded input is split into its stride x stride phases first, so
-    every tap reads and writes with step 1 instead of striding through memory."""
+    """groups = channels, one filter each, sample by sample: what a tap touches stays in cache, and the padded
+    copies are one sample's, not the batch's. Per tap, W's gradient is an einsum over a window of the padded
+    input (no product tensor written) and X's gradient a scaled add. With a stride (and no dilation) the padded
+    sample is split into its stride x stride phases, so every tap reads and writes with step 1."""
     n, c = x.shape[:2]
     kernel, out_sp = tuple(w.shape[2:]), g.shape[2:]
     nd = len(kernel)
-    lead = (slice(None), slice(None))
-    inner = tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
-    full = _padded_extent(x.shape, begin, out_sp, kernel, strides, dil)
+    whole = (slice(None),)
+    inner = whole + tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
+    full = (c,) + tuple(_padded_extent(x.shape, begin, out_sp, kernel, strides, dil))
     phased = any(st > 1 for st in strides) and all(d == 1 for d in dil)
     if phased:
         starts = list(np.ndindex(*strides))
@@ -234,44 +234,62 @@ def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w):
         starts = [(0,) * nd]
         taps = [((0,) * nd, _tap_view(tap, dil, strides, out_sp)) for tap in np.ndindex(*kernel)]
     tap_ids = list(np.ndindex(*kernel))
-    gw = gx = None
+    cut = {ph: whole + tuple(slice(p, None, st) for p, st in zip(ph, strides)) for ph in starts}
+    plain = not phased and not any(begin) and full[1:] == tuple(x.shape[2:])  # the sample is its own padding
+    spec = "c{0},c{0}->c".format("".join(chr(ord("h") + i) for i in range(nd)))
+    gw = np.zeros((c,) + kernel, dtype=g.dtype) if want_w else None
+    gx = np.empty(x.shape, dtype=g.dtype) if want_x else None
     if want_w:
-        gw = np.empty(w.shape, dtype=g.dtype)
-        if not phased and not any(begin) and list(full) == list(x.shape[2:]):
-            xs = {starts[0]: x}
-        else:
-            xp = np.zeros((n, c) + tuple(full), dtype=x.dtype)
-            xp[lead + inner] = x
-            xs = {ph: np.ascontiguousarray(xp[lead + tuple(slice(p, None, st) for p, st in zip(ph, strides))])
-                  if phased else xp for ph in starts}
-            del xp
-        letters = "".join(chr(ord("h") + i) for i in range(nd))
-        spec = f"nc{letters},nc{letters}->c"
-        for tap, (ph, view) in zip(tap_ids, taps):
-            gw[(slice(None), 0) + tap] = np.einsum(spec, g, xs[ph][lead + view])
-        del xs
+        xp = np.zeros(full, dtype=x.dtype)  # borders stay zero: only the interior is rewritten per sample
+        xs = {ph: np.empty(xp[cut[ph]].shape, dtype=x.dtype) for ph in starts} if phased else {starts[0]: xp}
     if want_x:
-        gxp = np.zeros((n, c) + tuple(full), dtype=g.dtype)
+        gxp = np.empty(full, dtype=g.dtype)
         part = np.empty(g.shape[1:], dtype=g.dtype)
         wc = [w[(slice(None), 0) + tap].reshape((c,) + (1,) * nd) for tap in tap_ids]
-        cut = {ph: (slice(None),) + tuple(slice(p, None, st) for p, st in zip(ph, strides)) for ph in starts}
-        acc = {ph: np.zeros(gxp[0][cut[ph]].shape, dtype=g.dtype) for ph in starts} if phased else None
-        for i in range(n):
-            gi, dst = g[i], gxp[i]
-            if phased:
-                for buf in acc.values():
-                    buf.fill(0)
+        acc = {ph: np.empty(gxp[cut[ph]].shape, dtype=g.dtype) for ph in starts} if phased else None
+        crops = {ph: _phase_crop(ph, strides, begin, x.shape[2:], acc[ph].shape[1:]) for ph in starts} \
+            if phased else None
+    for i in range(n):
+        gi = g[i]
+        if want_w:
+            if plain:
+                xs = {starts[0]: x[i]}
+            else:
+                xp[inner] = x[i]
+                for ph in starts if phased else ():
+                    np.copyto(xs[ph], xp[cut[ph]])
+            for tap, (ph, view) in zip(tap_ids, taps):
+                gw[(slice(None),) + tap] += np.einsum(spec, gi, xs[ph][whole + view])
+        if want_x:
+            dsts = acc if phased else {starts[0]: gxp}
+            for buf in dsts.values():
+                buf.fill(0)
             for (ph, view), wt in zip(taps, wc):
                 np.multiply(gi, wt, out=part)
-                if phased:
-                    acc[ph][(slice(None),) + view] += part
-                else:
-                    dst[(slice(None),) + view] += part
-            if phased:
+                dsts[ph][whole + view] += part
+            if phased:  # each phase straight into its elements of the sample's gradient, the padding cut off
                 for ph, buf in acc.items():
-                    dst[cut[ph]] = buf
-        gx = np.ascontiguousarray(gxp[lead + inner])
-    return gx, gw
+                    src, dst = crops[ph]
+                    if src is not None:
+                        gx[i][dst] = buf[src]
+            else:
+                gx[i] = gxp[inner]
+    return gx, (None if gw is None else gw.reshape(w.shape))
+
+
+def _phase_crop(ph, strides, begin, sizes, lengths):
+    """Where phase `ph` of a padded sample (its elements a, a + s, ... per axis) lands in the unpadded sample:
+    (slices into the phase buffer, slices into the sample), or (None, None) if it lies all in the padding."""
+    src, dst = [slice(None)], [slice(None)]
+    for a, st, b, size, length in zip(ph, strides, begin, sizes, lengths):
+        k0 = max(0, -(-(b - a) // st))
+        k1 = min(length, (size - 1 + b - a) // st + 1)
+        if k1 <= k0:
+            return None, None
+        u0 = a + st * k0 - b
+        src.append(slice(k0, k1))
+        dst.append(slice(u0, u0 + st * (k1 - k0 - 1) + 1, st))
+    return tuple(src), tuple(dst)
 
 
 def _by_forward_conv(w_shape, c, m, strides, dil, begin, end) -> bool:
@@ -552,37 +570,54 @@ def batchnorm_vjp(ctx: VJPContext) -> list:
     return res
 
 
+# BatchNormalization's backward walks the batch in blocks of about this many elements, so its one
+# temporary, x - mean, stays a block instead of a copy of the whole input
+BN_BLOCK_ELEMENTS = 1 << 20
+
+
 def _bn_train_backward(ctx: VJPContext, x, g, scale, eps) -> list:
     """Training-mode BatchNormalization when only Y's gradient flows (the running statistics feed nothing):
-    a handful of passes over the tensor, per-channel sums by einsum, and gx = a*g + b*(x - mean) + c with
-    per-channel a, b, c instead of the textbook expression's many full-size temporaries."""
+    per-channel sums by einsum, the variance in two passes (as the forward kernel: no cancellation), and
+    gx = a*g + b*(x - mean) + c with per-channel a, b, c, written into g itself when it is the rule's own
+    array (vjp.py). The passes go over blocks of samples, so x - mean is never a full-size temporary."""
     n, c = x.shape[:2]
     x3, g3 = x.reshape(n, c, -1), g.reshape(n, c, -1)
     count = x3.shape[0] * x3.shape[2]
+    step = max(1, BN_BLOCK_ELEMENTS // max(1, c * x3.shape[2]))
+    blocks = [slice(i, i + step) for i in range(0, n, step)]
     mu = x3.sum(axis=2).sum(axis=0) / count
-    d = x3 - mu[None, :, None]  # two passes for the variance, as the forward kernel: no cancellation
-    var = np.einsum("ncp,ncp->nc", d, d).sum(axis=0) / count
+    d = np.empty((min(step, n),) + x3.shape[1:], dtype=x3.dtype)
+    var = np.zeros(c, dtype=x3.dtype)
+    gdot = np.zeros(c, dtype=x3.dtype)  # sum(g * xhat) = inv * gdot
+    for blk in blocks:
+        db = d[: min(blk.stop, n) - blk.start]
+        np.subtract(x3[blk], mu[None, :, None], out=db)
+        var += np.einsum("ncp,ncp->c", db, db)
+        gdot += np.einsum("ncp,ncp->c", g3[blk], db)
+    var /= count
     inv = 1.0 / np.sqrt(var + eps)
     gsum = g3.sum(axis=2).sum(axis=0)
-    gdot = np.einsum("ncp,ncp->nc", g3, d).sum(axis=0)  # sum(g * xhat) = inv * gdot
     res: list = [None] * len(ctx.inputs)
     if wanted(ctx, 1):
         res[1] = as_gradient(gdot * inv, ctx.inputs[1])
     if wanted(ctx, 2):
         res[2] = as_gradient(gsum, ctx.inputs[2])
     if wanted(ctx, 0):
-        # gx = scale * inv * (g - gsum / count - xhat * sum(g * xhat) / count), written into g itself when it is
-        # the rule's own float array (vjp.py): no new tensor
-        a = scale * inv
-        b = -a * inv * inv * gdot / count
-        shift = -a * gsum / count
+        # gx = scale * inv * (g - gsum / count - xhat * sum(g * xhat) / count)
+        a = (scale * inv)[None, :, None]
+        b = (-scale * inv * inv * inv * gdot / count)[None, :, None]
+        shift = (-scale * inv * gsum / count)[None, :, None]
         own = g is ctx.grads[0] and g.flags.writeable and g.flags.c_contiguous and g.dtype == x.dtype
         if own:
             ctx.grads[0] = None
-        gx = np.multiply(g3, a[None, :, None], out=g3 if own else None)
-        np.multiply(d, b[None, :, None], out=d)
-        gx += d
-        gx += shift[None, :, None]
+        gx = g3 if own else np.empty_like(g3)
+        for blk in blocks:
+            db = d[: min(blk.stop, n) - blk.start]
+            np.subtract(x3[blk], mu[None, :, None], out=db)
+            db *= b
+            np.multiply(g3[blk], a, out=gx[blk])
+            gx[blk] += db
+            gx[blk] += shift
         res[0] = as_gradient(gx, x)
     return res
 

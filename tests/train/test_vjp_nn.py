@@ -294,6 +294,23 @@ def test_batchnorm_training(shape, drop):
               drop_grads=drop)
 
 
+def test_batchnorm_training_in_blocks_of_samples(monkeypatch):
+    """The backward walks the batch in blocks (here 2 samples of 5, the last one short): same gradients."""
+    monkeypatch.setattr(sporeling.train.vjp_nn, "BN_BLOCK_ELEMENTS", 2 * 3 * 16)
+    attrs = {"training_mode": 1, "epsilon": 1e-3, "momentum": 0.8}
+
+    def ref(t):
+        x, s, b, m, v = t
+        mu = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = ((x - mu) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+        y = (x - mu) / torch.sqrt(var + 1e-3) * s.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
+        return y, m * 0.8 + mu.reshape(-1) * 0.2, v * 0.8 + var.reshape(-1) * 0.2
+
+    for dtype, tol in DTYPES:
+        check("BatchNormalization", _bn_inputs((5, 3, 4, 4)), attrs, ref, opset=15, dtype=dtype, tol=tol,
+              diff=[0, 1, 2], drop_grads=(1, 2))
+
+
 def test_batchnorm_inference():
     shape = (2, 3, 4, 4)
 

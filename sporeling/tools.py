@@ -77,6 +77,19 @@ def load_feed_file(spec: str) -> tuple[str, np.ndarray]:
         raise FeedError(f"--input {name}: {path}: not a readable .npy file ({type(e).__name__})") from e
 
 
+def read_bytes(path: str, error: type[Exception], what: str = "file") -> bytes:
+    """A whole file's bytes; a missing, unreadable or directory path raises `error` naming it."""
+    if os.path.isdir(path):
+        raise error(f"{path}: is a directory, not a {what}")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

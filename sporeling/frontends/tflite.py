@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import GraphError, ModelLoadError, SporelingError, UnsupportedOpError
 from ..ir import Graph, Node, ValueInfo, unique_name, verify
+from ..tools import read_bytes
 from ._extras import import_extra
 from .tflite_context import ONNX_TYPES, OpContext, Unsupported
 
@@ -50,16 +51,7 @@ def _schema():
 def load_tflite(path: str | os.PathLike) -> Graph:
     """Reads a .tflite file into a Graph (no passes run)."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise ModelLoadError(f"{path}: is a directory, not a model file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: no such file") from None
-    except OSError as e:
-        raise ModelLoadError(f"{path}: cannot read ({e.strerror or e})") from None
-    return from_buffer(data, source=path)
+    return from_buffer(read_bytes(path, ModelLoadError, "model file"), source=path)
 
 
 def from_buffer(data: bytes, source: str = "model") -> Graph:

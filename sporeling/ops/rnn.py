@@ -121,9 +121,9 @@ _ACTIVATIONS = {
 }
 
 
-def _activations(names, alphas, betas, defaults: list[str], num_dir: int) -> list[list]:
-    """Per direction, the bound activation functions. alpha and beta values are consumed in order
-    by the functions that take them (as onnxruntime does)."""
+def activation_specs(names, alphas, betas, defaults: list[str], num_dir: int) -> list[list[tuple]]:
+    """Per direction, each activation as (key, alpha, beta): alpha and beta values are consumed in order by
+    the functions that take them (as onnxruntime does). The training runtime's backward reads the same."""
     names = list(names) if names else []
     per_dir = len(defaults)
     if not names:
@@ -133,18 +133,24 @@ def _activations(names, alphas, betas, defaults: list[str], num_dir: int) -> lis
     if len(names) != per_dir * num_dir:
         raise ValueError(f"expected {per_dir * num_dir} activations, got {len(names)}")
     alphas, betas = list(alphas or []), list(betas or [])
-    bound = []
+    specs = []
     for name in names:
         key = name.lower()
         if key not in _ACTIVATIONS:
             raise NotImplementedError(f"recurrent activation '{name}' is not supported")
-        maker, alpha, beta = _ACTIVATIONS[key]
+        _, alpha, beta = _ACTIVATIONS[key]
         if alpha is not None and alphas:
             alpha = alphas.pop(0)
         if beta is not None and betas:
             beta = betas.pop(0)
-        bound.append((key, maker(alpha, beta)))
-    return [bound[d * per_dir : (d + 1) * per_dir] for d in range(num_dir)]
+        specs.append((key, alpha, beta))
+    return [specs[d * per_dir : (d + 1) * per_dir] for d in range(num_dir)]
+
+
+def _activations(names, alphas, betas, defaults: list[str], num_dir: int) -> list[list]:
+    """Per direction, the bound activation functions, as (key, function)."""
+    return [[(key, _ACTIVATIONS[key][0](alpha, beta)) for key, alpha, beta in direction]
+            for direction in activation_specs(names, alphas, betas, defaults, num_dir)]
 
 
 # ---- shapes ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import zlib
 import numpy as np
 
 from ..errors import DataError
+from ..tools import read_bytes
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32, 0x0E: np.float64}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -42,13 +43,7 @@ ACCEPTS = ("a folder of IDX files ({train,t10k}-{images-idx3,labels-idx1}-ubyte[
 
 def read_idx(path: str) -> np.ndarray:
     """The array an IDX file (raw or gzip'd) holds, in native byte order."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    raw = read_bytes(path, DataError)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import lookup
-from ..ops.rnn import _ACTIVATIONS
+from ..ops.rnn import _ACTIVATIONS, activation_specs
 from .vjp import VJPContext, as_gradient, register_vjp, wanted
 
 
@@ -63,27 +63,11 @@ class _Act:
 
 
 def _activations(attrs, defaults: list[str], nd: int) -> list[list[_Act]]:
-    """Per direction, the bound activations; alpha and beta are consumed in order by the functions that
-    take them, as ops.rnn._activations binds them for the forward."""
-    names = [_text(n) for n in attrs.get("activations") or []] or defaults * nd
-    per_dir = len(defaults)
-    if len(names) == per_dir and nd == 2:
-        names = names * 2
-    if len(names) != per_dir * nd:
-        raise ValueError(f"expected {per_dir * nd} activations, got {len(names)}")
-    alphas, betas = list(attrs.get("activation_alpha") or []), list(attrs.get("activation_beta") or [])
-    bound = []
-    for name in names:
-        key = name.lower()
-        if key not in _ACTIVATIONS:
-            raise NotImplementedError(f"recurrent activation '{name}' is not supported")
-        _, alpha, beta = _ACTIVATIONS[key]
-        if alpha is not None and alphas:
-            alpha = alphas.pop(0)
-        if beta is not None and betas:
-            beta = betas.pop(0)
-        bound.append(_Act(key, alpha, beta))
-    return [bound[d * per_dir : (d + 1) * per_dir] for d in range(nd)]
+    """Per direction, the bound activations, with alpha and beta given out as ops.rnn binds them for the
+    forward (activation_specs)."""
+    names = [_text(n) for n in attrs.get("activations") or []]
+    specs = activation_specs(names, attrs.get("activation_alpha"), attrs.get("activation_beta"), defaults, nd)
+    return [[_Act(key, alpha, beta) for key, alpha, beta in direction] for direction in specs]
 
 
 def _activate(pre, act: _Act, clip, out):

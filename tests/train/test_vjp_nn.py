@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
+import sporeling.train.vjp_conv  # noqa: E402
 import sporeling.train.vjp_nn  # noqa: E402  (registers the rules)
 from sporeling.ops import lookup  # noqa: E402
 from sporeling.train.vjp import VJPContext, vjp_for  # noqa: E402
@@ -381,7 +382,7 @@ def test_conv_transpose(attrs, xs, ws):
 @pytest.mark.parametrize("attrs,xs,ws,bias", [c for c in CONV2D if c[2][2:] != (1, 1) and "group" not in c[0]])
 def test_conv2d_one_tap_at_a_time(attrs, xs, ws, bias, monkeypatch):
     """Above WHOLE_PATCHES_BYTES the dense rule goes one kernel tap at a time; same gradients."""
-    monkeypatch.setattr(sporeling.train.vjp_nn, "WHOLE_PATCHES_BYTES", 0)
+    monkeypatch.setattr(sporeling.train.vjp_conv, "WHOLE_PATCHES_BYTES", 0)
     ins = [_n(*xs), _n(*ws, seed=1)] + ([_n(ws[0], seed=2)] if bias else [])
     for dtype, tol in DTYPES:
         check("Conv", ins, attrs, _torch_conv(attrs, xs, ws, 2), dtype=dtype, tol=tol)

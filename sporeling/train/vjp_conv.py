@@ -1,0 +1,433 @@
+"""Backward rules for the windowed ops: Conv (dense, 1x1, depthwise, grouped; 1-D to N-D), ConvTranspose and the
+pools (MaxPool, AveragePool, GlobalAveragePool).
+
+They share one geometry: the output's spatial shape is taken from the gradient itself, so ceil_mode and
+auto_pad need no separate shape arithmetic; only the leading pads are derived from the attributes, and the
+input is padded so every window lies in range. The general path takes the patches (N, C, *out, *kernel) as a
+strided sliding_window_view, forms the products as (batched) GEMMs or einsums over them, and puts the input
+gradient back ("col2im") by adding one strided view of the padded gradient per kernel tap. The common cases
+have faster paths, each described where it is: dense Conv as GEMMs per chunk of taps on a channels-first
+layout, 1x1 Conv as batched GEMMs on NCHW, depthwise Conv sample by sample in stride phases, and a stride-1
+Conv's input gradient through the forward Conv kernel. MaxPool's Indices output carries no gradient; each
+window's gradient goes to its first maximum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..ops.conv_transpose import transpose_geometry
+from .vjp import VJPContext, as_gradient, register_vjp, wanted
+
+
+# ---- window geometry shared by Conv and the pools -----------------------------------------------
+def _auto_pad(attrs) -> str:
+    ap = attrs.get("auto_pad", "NOTSET")
+    return ap.decode() if isinstance(ap, bytes) else ap
+
+
+def _pads(attrs, in_sp, out_sp, kernel, strides, dil) -> tuple[list[int], list[int]]:
+    """Leading and trailing pads per spatial axis, as the forward kernels resolve them."""
+    nd = len(in_sp)
+    ap = _auto_pad(attrs)
+    if ap in ("SAME_UPPER", "SAME_LOWER"):
+        total = [max((o - 1) * s + (k - 1) * d + 1 - i, 0)
+                 for i, o, k, s, d in zip(in_sp, out_sp, kernel, strides, dil)]
+        begin = [t // 2 if ap == "SAME_UPPER" else t - t // 2 for t in total]
+        return begin, [t - b for t, b in zip(total, begin)]
+    if ap == "VALID":
+        return [0] * nd, [0] * nd
+    pads = list(attrs.get("pads") or [0] * (2 * nd))
+    return pads[:nd], pads[nd:]
+
+
+def _geometry(attrs, x_shape, out_sp, kernel):
+    nd = len(kernel)
+    strides = list(attrs.get("strides") or [1] * nd)
+    dil = list(attrs.get("dilations") or [1] * nd)
+    begin, end = _pads(attrs, x_shape[2:], out_sp, kernel, strides, dil)
+    return strides, dil, begin, end
+
+
+def _patches(x, begin, out_sp, kernel, strides, dil, fill=0.0) -> np.ndarray:
+    """View (N, C, *out, *kernel) of the windows over x padded with `fill` at the front by `begin`
+    and at the back as far as the last window reaches (ceil_mode overhang included)."""
+    nd = len(kernel)
+    ext = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    need = [(o - 1) * s + e for o, s, e in zip(out_sp, strides, ext)]
+    after = [max(n - b - sz, 0) for n, b, sz in zip(need, begin, x.shape[x.ndim - nd:])]
+    # a negative leading pad (ConvTranspose with a long output_shape) crops instead
+    xp = np.pad(x, [(0, 0)] * (x.ndim - nd) + [(max(b, 0), a) for b, a in zip(begin, after)], constant_values=fill)
+    xp = xp[(Ellipsis,) + tuple(slice(max(-b, 0), max(-b, 0) + n) for b, n in zip(begin, need))]
+    v = sliding_window_view(xp, ext, axis=tuple(range(x.ndim - nd, x.ndim)))
+    return v[(Ellipsis,) + tuple(slice(None, None, s) for s in strides) + tuple(slice(None, None, d) for d in dil)]
+
+
+def _col2im(gcols, x_shape, begin, kernel, strides, dil) -> np.ndarray:
+    """Adjoint of _patches: sums each tap's gradient into a strided view of the padded input."""
+    nd = len(kernel)
+    lead = len(x_shape) - nd
+    out_sp = gcols.shape[lead:lead + nd]
+    need = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, kernel, dil)]
+    full = [max(n, b + sz) for n, b, sz in zip(need, begin, x_shape[lead:])]
+    gxp = np.zeros(tuple(x_shape[:lead]) + tuple(full), dtype=gcols.dtype)
+    for tap in np.ndindex(*kernel):
+        view = tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in zip(tap, dil, strides, out_sp))
+        gxp[(Ellipsis,) + view] += gcols[(Ellipsis,) + tap]
+    return gxp[(Ellipsis,) + tuple(slice(b, b + sz) for b, sz in zip(begin, x_shape[lead:]))]
+
+
+# ---- Conv -----------------------------------------------------------------------------------------
+def _tap_view(tap, dil, strides, out_sp) -> tuple:
+    """The slices of a padded input that kernel tap `tap` reads, one element per output position."""
+    return tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in zip(tap, dil, strides, out_sp))
+
+
+def _padded_extent(x_shape, begin, out_sp, kernel, strides, dil) -> list[int]:
+    need = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, kernel, dil)]
+    return [max(n, b + sz) for n, b, sz in zip(need, begin, x_shape[2:])]
+
+
+# a Conv backward's tap-major patch matrix is built this many bytes at a time at most (whole taps, at least
+# one): small layers get one GEMM; for big ones, tens of MB of fresh buffers cost more in page faults and
+# cache misses than the extra GEMM calls do (measured: 3x3, 32->64 channels, 64x26x26: 93 ms per tap, 235 whole)
+WHOLE_PATCHES_BYTES = 1 << 23
+
+
+def _conv_dense(x, w, ctx: VJPContext, ct, strides, dil, begin, want_x, want_w):
+    """groups = 1. Channels lead and batch x positions is one long axis (NP). The patches are tap-major
+    (k, c, NP), so W's gradient is one GEMM (m x NP by NP x kc) and X's one GEMM (kc x m by m x NP) followed
+    by k strided adds, in chunks of taps of at most WHOLE_PATCHES_BYTES (one tap at the least).
+    Memory: the output gradient is taken out of ctx and dropped once transposed, X's gradient is finished
+    (and its buffers freed) before W's patches are built, so the peak is about three input-sized arrays."""
+    n, c = x.shape[:2]
+    m, kernel = w.shape[0], tuple(w.shape[2:])
+    g = ctx.grads[0]
+    ctx.grads[0] = None
+    out_sp = g.shape[2:]
+    np_ = n * math.prod(out_sp)
+    kk = math.prod(kernel)
+    lead = (slice(None), slice(None))
+    inner = tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
+    full = _padded_extent(x.shape, begin, out_sp, kernel, strides, dil)
+    gm = np.empty((m, n) + tuple(out_sp), dtype=ct)  # (m, N*P)
+    np.copyto(gm, np.moveaxis(g, 1, 0), casting="unsafe")
+    gm = gm.reshape(m, np_)
+    del g
+    unpadded = not any(begin) and list(full) == list(x.shape[2:])
+    whole = unpadded and kk == 1 and all(st == 1 for st in strides)  # 1x1, stride 1: x is its own patch matrix
+    tap_bytes = c * np_ * gm.dtype.itemsize
+    chunk = next(t for t in range(kk, 0, -1) if kk % t == 0 and (t == 1 or t * tap_bytes <= WHOLE_PATCHES_BYTES))
+    taps = [lead + _tap_view(tap, dil, strides, out_sp) for tap in np.ndindex(*kernel)]
+    gw = gx = None
+    if want_x:
+        gxp = np.zeros((c, n) + tuple(full), dtype=ct)
+        wt = np.ascontiguousarray(np.moveaxis(w.reshape(m, c, kk), 2, 0), dtype=ct)  # (k, m, c)
+        part = np.empty((chunk * c, np_), dtype=ct)
+        for t0 in range(0, kk, chunk):
+            np.matmul(wt[t0:t0 + chunk].transpose(0, 2, 1).reshape(chunk * c, m), gm, out=part)
+            for j in range(chunk):
+                gxp[taps[t0 + j]] += part[j * c:(j + 1) * c].reshape((c, n) + tuple(out_sp))
+        del part
+        gx = np.ascontiguousarray(np.moveaxis(gxp[lead + inner], 0, 1))
+        del gxp
+    if want_w:
+        gw = np.empty((m, kk, c), dtype=ct)
+        if unpadded and not whole and x.dtype == ct:
+            xp = np.moveaxis(x, 1, 0)  # a view: the taps are gathered from x itself, no transposed copy
+        elif unpadded:
+            xp = np.empty((c, n) + tuple(full), dtype=ct)
+            np.copyto(xp, np.moveaxis(x, 1, 0), casting="unsafe")
+        else:
+            xp = np.zeros((c, n) + tuple(full), dtype=ct)
+            xp[lead + inner] = np.moveaxis(x, 1, 0)
+        cols = None if whole else np.empty((chunk, c, n) + tuple(out_sp), dtype=ct)
+        for t0 in range(0, kk, chunk):
+            if whole:
+                block = xp.reshape(c, np_)
+            else:
+                for j in range(chunk):
+                    np.copyto(cols[j], xp[taps[t0 + j]])
+                block = cols.reshape(chunk * c, np_)
+            gw[:, t0:t0 + chunk] = (gm @ block.T).reshape(m, chunk, c)
+        gw = np.ascontiguousarray(gw.transpose(0, 2, 1)).reshape(w.shape)
+    return gx, gw
+
+
+def _phases(strides, dil, kernel, out_sp):
+    """Strided, undilated windows read the padded input in stride-by-stride phases: tap t of an axis reads
+    phase t % stride from offset t // stride on, with step 1. Per tap: (phase index, slices into the phase)."""
+    return [(tuple(t % st for t, st in zip(tap, strides)),
+             tuple(slice(t // st, t // st + o) for t, st, o in zip(tap, strides, out_sp)))
+            for tap in np.ndindex(*kernel)]
+
+
+def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w):
+    """groups = channels, one filter each, sample by sample: what a tap touches stays in cache, and the padded
+    copies are one sample's, not the batch's. Per tap, W's gradient is an einsum over a window of the padded
+    input (no product tensor written) and X's gradient a scaled add. With a stride (and no dilation) the padded
+    sample is split into its stride x stride phases, so every tap reads and writes with step 1."""
+    n, c = x.shape[:2]
+    kernel, out_sp = tuple(w.shape[2:]), g.shape[2:]
+    nd = len(kernel)
+    whole = (slice(None),)
+    inner = whole + tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
+    full = (c,) + tuple(_padded_extent(x.shape, begin, out_sp, kernel, strides, dil))
+    phased = any(st > 1 for st in strides) and all(d == 1 for d in dil)
+    if phased:
+        starts = list(np.ndindex(*strides))
+        taps = _phases(strides, dil, kernel, out_sp)
+    else:
+        starts = [(0,) * nd]
+        taps = [((0,) * nd, _tap_view(tap, dil, strides, out_sp)) for tap in np.ndindex(*kernel)]
+    tap_ids = list(np.ndindex(*kernel))
+    cut = {ph: whole + tuple(slice(p, None, st) for p, st in zip(ph, strides)) for ph in starts}
+    plain = not phased and not any(begin) and full[1:] == tuple(x.shape[2:])  # the sample is its own padding
+    spec = "c{0},c{0}->c".format("".join(chr(ord("h") + i) for i in range(nd)))
+    gw = np.zeros((c,) + kernel, dtype=g.dtype) if want_w else None
+    gx = np.empty(x.shape, dtype=g.dtype) if want_x else None
+    if want_w:
+        xp = np.zeros(full, dtype=x.dtype)  # borders stay zero: only the interior is rewritten per sample
+        xs = {ph: np.empty(xp[cut[ph]].shape, dtype=x.dtype) for ph in starts} if phased else {starts[0]: xp}
+    if want_x:
+        gxp = np.empty(full, dtype=g.dtype)
+        part = np.empty(g.shape[1:], dtype=g.dtype)
+        wc = [w[(slice(None), 0) + tap].reshape((c,) + (1,) * nd) for tap in tap_ids]
+        acc = {ph: np.empty(gxp[cut[ph]].shape, dtype=g.dtype) for ph in starts} if phased else None
+        crops = {ph: _phase_crop(ph, strides, begin, x.shape[2:], acc[ph].shape[1:]) for ph in starts} \
+            if phased else None
+    for i in range(n):
+        gi = g[i]
+        if want_w:
+            if plain:
+                xs = {starts[0]: x[i]}
+            else:
+                xp[inner] = x[i]
+                for ph in starts if phased else ():
+                    np.copyto(xs[ph], xp[cut[ph]])
+            for tap, (ph, view) in zip(tap_ids, taps):
+                gw[(slice(None),) + tap] += np.einsum(spec, gi, xs[ph][whole + view])
+        if want_x:
+            dsts = acc if phased else {starts[0]: gxp}
+            for buf in dsts.values():
+                buf.fill(0)
+            for (ph, view), wt in zip(taps, wc):
+                np.multiply(gi, wt, out=part)
+                dsts[ph][whole + view] += part
+            if phased:  # each phase straight into its elements of the sample's gradient, the padding cut off
+                for ph, buf in acc.items():
+                    src, dst = crops[ph]
+                    if src is not None:
+                        gx[i][dst] = buf[src]
+            else:
+                gx[i] = gxp[inner]
+    return gx, (None if gw is None else gw.reshape(w.shape))
+
+
+def _phase_crop(ph, strides, begin, sizes, lengths):
+    """Where phase `ph` of a padded sample (its elements a, a + s, ... per axis) lands in the unpadded sample:
+    (slices into the phase buffer, slices into the sample), or (None, None) if it lies all in the padding."""
+    src, dst = [slice(None)], [slice(None)]
+    for a, st, b, size, length in zip(ph, strides, begin, sizes, lengths):
+        k0 = max(0, -(-(b - a) // st))
+        k1 = min(length, (size - 1 + b - a) // st + 1)
+        if k1 <= k0:
+            return None, None
+        u0 = a + st * k0 - b
+        src.append(slice(k0, k1))
+        dst.append(slice(u0, u0 + st * (k1 - k0 - 1) + 1, st))
+    return tuple(src), tuple(dst)
+
+
+def _by_forward_conv(w_shape, c, m, strides, dil, begin, end) -> bool:
+    """Whether X's gradient goes through the forward Conv kernel: 3x3, stride 1, undilated, at least 16 channels
+    each way -- where that kernel's Winograd path beats the tap GEMMs (measured: 64x64 channels at 24x24,
+    batch 64: 34 vs 48 ms, 7 vs 20 MB of temporaries; with a few channels or 5x5 the GEMMs win)."""
+    return (tuple(w_shape[2:]) == (3, 3) and c >= 16 and m >= 16 and all(st == 1 for st in strides)
+            and all(d == 1 for d in dil) and all(0 <= p <= 2 for p in list(begin) + list(end)))
+
+
+def _input_grad_by_forward_conv(g, w, begin, end, ct, groups: int = 1):
+    """For stride 1, X's gradient is the full convolution of g with W flipped and its channel axes swapped
+    (depthwise: just flipped): a plain forward Conv with pads k - 1 - pad on each side."""
+    from ..ops.conv import conv
+
+    k = w.shape[2:]
+    wf = np.flip(w, axis=(2, 3))
+    wf = np.ascontiguousarray(wf if groups > 1 else wf.transpose(1, 0, 2, 3), dtype=ct)
+    pads = [kk - 1 - b for kk, b in zip(k, begin)] + [kk - 1 - e for kk, e in zip(k, end)]
+    return conv(np.ascontiguousarray(g, dtype=ct), wf, pads=pads, group=groups)
+
+
+@register_vjp("Conv")
+def conv_vjp(ctx: VJPContext) -> list:
+    x, w = ctx.inputs[:2]
+    b = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    g = ctx.grads[0]
+    kernel = tuple(w.shape[2:])
+    out_sp = g.shape[2:]
+    strides, dil, begin, end = _geometry(ctx.attrs, x.shape, out_sp, kernel)
+    groups = ctx.attrs.get("group", 1)
+    n, c = x.shape[:2]
+    m, nd = w.shape[0], len(kernel)
+    res: list = [None] * len(ctx.inputs)
+    if b is not None and wanted(ctx, 2):
+        res[2] = as_gradient(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
+    if min(begin) >= 0 and (groups == 1 or (groups == c == m and w.shape[1] == 1)):
+        ct = np.promote_types(np.result_type(x, w, g), np.float32)
+        pointwise = all(k == 1 for k in kernel) and all(st == 1 for st in strides) and not any(begin) \
+            and tuple(out_sp) == tuple(x.shape[2:])
+        if groups == 1 and pointwise:
+            # 1x1, stride 1: per sample, gW += G (m x P) X^T and gX = W^T G, batched GEMMs straight on NCHW
+            g3 = g.reshape(n, m, -1).astype(ct, copy=False)
+            if wanted(ctx, 1):
+                x3 = x.reshape(n, c, -1).astype(ct, copy=False)
+                res[1] = as_gradient(np.matmul(g3, x3.transpose(0, 2, 1)).sum(axis=0), w)
+            if wanted(ctx, 0):
+                res[0] = as_gradient(np.matmul(w.reshape(m, c).T.astype(ct, copy=False), g3), x)
+            return res
+        if groups == 1:
+            gx = None
+            if wanted(ctx, 0) and _by_forward_conv(w.shape, c, m, strides, dil, begin, end):
+                gx = _input_grad_by_forward_conv(g, w, begin, end, ct)
+            del g  # _conv_dense takes the gradient out of ctx, to free it early
+            gx2, gw = _conv_dense(x, w, ctx, ct, strides, dil, begin, wanted(ctx, 0) and gx is None, wanted(ctx, 1))
+            gx = gx2 if gx is None else gx
+        else:
+            gx = None
+            if wanted(ctx, 0) and nd == 2 and all(st == 1 for st in strides) and all(d == 1 for d in dil) \
+                    and all(0 <= p < k for p, k in zip(list(begin) + list(end), kernel * 2)):
+                # stride 1: X's gradient is the depthwise conv of g with each filter flipped, which the forward
+                # kernel does 2-4x faster than the tap loop (MobileNetV2's shapes at batch 8)
+                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, groups=c)
+            gx2, gw = _conv_depthwise(x.astype(ct, copy=False), w.astype(ct, copy=False), g.astype(ct, copy=False),
+                                      strides, dil, begin, wanted(ctx, 0) and gx is None, wanted(ctx, 1))
+            gx = gx2 if gx is None else gx
+        res[0] = as_gradient(gx, x) if wanted(ctx, 0) else None
+        res[1] = as_gradient(gw, w) if wanted(ctx, 1) else None
+        return res
+    p, k = math.prod(out_sp), math.prod(kernel)
+    mg, cg = m // groups, c // groups
+    # both products are batched GEMMs over the groups, so BLAS does the work (einsum would not)
+    g_ = g.reshape(n, groups, mg, p)
+    if wanted(ctx, 1):
+        cols = _patches(x, begin, out_sp, kernel, strides, dil).reshape(n, groups, cg, p, k)
+        cols = cols.transpose(1, 0, 3, 2, 4).reshape(groups, n * p, cg * k)  # im2col: the patches copied, group-major
+        gw = g_.transpose(1, 2, 0, 3).reshape(groups, mg, n * p) @ cols
+        res[1] = as_gradient(gw, w)
+    if wanted(ctx, 0):
+        w_ = w.reshape(groups, mg, cg * k)
+        gcols = np.swapaxes(w_, -1, -2) @ g_  # (n, groups, cg * k, p): taps ahead of positions
+        gcols = np.moveaxis(gcols.reshape((n, c) + kernel + tuple(out_sp)), range(2, 2 + nd),
+                            range(2 + nd, 2 + 2 * nd))
+        res[0] = as_gradient(_col2im(gcols, x.shape, begin, kernel, strides, dil), x)
+    return res
+
+
+@register_vjp("ConvTranspose")
+def conv_transpose_vjp(ctx: VJPContext) -> list:
+    """The forward scatters x (N, C, *in) times W (C, M/group, *kernel) into the full output, then crops
+    pad_begin; the adjoint gathers the output gradient's windows at the same taps, which is _patches of
+    g with pad_begin as its leading pad."""
+    x, w = ctx.inputs[:2]
+    b = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    g = ctx.grads[0]
+    a = ctx.attrs
+    kernel = tuple(a.get("kernel_shape") or w.shape[2:])
+    begin, _, strides, dil = transpose_geometry(x.shape[2:], kernel, a.get("strides"), a.get("dilations"),
+                                                a.get("pads"), a.get("output_padding"), a.get("output_shape"),
+                                                a.get("auto_pad", "NOTSET"))
+    groups = a.get("group", 1)
+    n, c = x.shape[:2]
+    m = g.shape[1]
+    p, k = math.prod(x.shape[2:]), math.prod(kernel)
+    gcols = _patches(g, begin, x.shape[2:], kernel, strides, dil).reshape(n, groups, m // groups, p, k)
+    res: list = [None] * len(ctx.inputs)
+    if wanted(ctx, 0):
+        w_ = w.reshape(groups, c // groups, m // groups, k)
+        res[0] = as_gradient(np.einsum("ngmpk,gcmk->ngcp", gcols, w_, optimize=True), x)
+    if wanted(ctx, 1):
+        x_ = x.reshape(n, groups, c // groups, p)
+        res[1] = as_gradient(np.einsum("ngcp,ngmpk->gcmk", x_, gcols, optimize=True), w)
+    if b is not None and wanted(ctx, 2):
+        res[2] = as_gradient(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
+    return res
+
+
+# ---- pools ----------------------------------------------------------------------------------------
+@register_vjp("MaxPool")
+def maxpool_vjp(ctx: VJPContext) -> list:
+    """Each window's gradient goes to its first maximum (row-major tap order), as torch and onnxruntime pick
+    it: the taps are visited in that order, and a tap takes the gradient where it equals the window's output
+    and no earlier tap did. One pass over a strided view per tap; no window matrix is built."""
+    x, y = ctx.inputs[0], ctx.outputs[0]
+    g = ctx.grads[0]
+    if g is None or not wanted(ctx, 0):
+        return [None]
+    kernel = tuple(ctx.attrs["kernel_shape"])
+    out_sp = g.shape[2:]
+    strides, dil, begin, _ = _geometry(ctx.attrs, x.shape, out_sp, kernel)
+    full = _padded_extent(x.shape, begin, out_sp, kernel, strides, dil)
+    lead = (slice(None), slice(None))
+    inner = lead + tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
+    if any(begin) or list(full) != list(x.shape[2:]):
+        xp = np.full(x.shape[:2] + tuple(full), -np.inf, dtype=x.dtype)
+        xp[inner] = x
+    else:
+        xp = x
+    # windows that tile the input exactly (2x2 stride 2 on an even map) write each element once: no zeroing,
+    # no adding
+    tiled = xp is x and list(kernel) == list(strides) and all(d == 1 for d in dil) \
+        and all(o * k == sz for o, k, sz in zip(out_sp, kernel, x.shape[2:]))
+    gxp = (np.empty if tiled else np.zeros)(x.shape[:2] + tuple(full), dtype=g.dtype)
+    found = np.zeros(g.shape, dtype=bool)
+    hit = np.empty(g.shape, dtype=bool)
+    part = None if tiled else np.empty(g.shape, dtype=g.dtype)
+    for tap in np.ndindex(*kernel):
+        view = lead + _tap_view(tap, dil, strides, out_sp)
+        np.equal(xp[view], y, out=hit)
+        np.greater(hit, found, out=hit)  # equal here and not taken by an earlier tap
+        np.logical_or(found, hit, out=found)
+        if tiled:
+            np.multiply(g, hit, out=gxp[view])
+        else:
+            np.multiply(g, hit, out=part)
+            gxp[view] += part
+    return [as_gradient(gxp[inner], x)]
+
+
+@register_vjp("AveragePool")
+def avgpool_vjp(ctx: VJPContext) -> list:
+    x = ctx.inputs[0]
+    g = ctx.grads[0]
+    if g is None or not wanted(ctx, 0):
+        return [None]
+    kernel = tuple(ctx.attrs["kernel_shape"])
+    nd = len(kernel)
+    out_sp = g.shape[2:]
+    strides, dil, begin, end = _geometry(ctx.attrs, x.shape, out_sp, kernel)
+    # the divisor of each window: its taps on the input, plus those on the declared pads when
+    # count_include_pad, never those on the ceil_mode overhang
+    if ctx.attrs.get("count_include_pad", 0):
+        mask = np.ones([b + sz + e for b, sz, e in zip(begin, x.shape[2:], end)], dtype=g.dtype)
+        mbegin = [0] * nd
+    else:
+        mask, mbegin = np.ones(x.shape[2:], dtype=g.dtype), begin
+    mcols = _patches(mask, mbegin, out_sp, kernel, strides, dil)
+    div = mcols.sum(axis=tuple(range(nd, 2 * nd)))
+    share = (g / div)[(Ellipsis,) + (None,) * nd]
+    gcols = share * _patches(np.ones(x.shape[2:], dtype=g.dtype), begin, out_sp, kernel, strides, dil)
+    gx = _col2im(np.broadcast_to(gcols, g.shape + kernel), x.shape, begin, kernel, strides, dil)
+    return [as_gradient(gx, x)]
+
+
+@register_vjp("GlobalAveragePool")
+def global_avgpool_vjp(ctx: VJPContext) -> list:
+    x = ctx.inputs[0]
+    g = ctx.grads[0]
+    if g is None or not wanted(ctx, 0):
+        return [None]
+    return [as_gradient(np.broadcast_to(g / math.prod(x.shape[2:]), x.shape), x)]

@@ -95,8 +95,10 @@ class Session:
         self._keep_alive: set[str] = set()  # values kept to the end of a run (training reads them after)
 
     # ---- feeds -------------------------------------------------------------------------------
-    def check_feeds(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-        if not self.strict:  # a subgraph body, fed by its control-flow kernel
+    def check_feeds(self, feeds: dict[str, Any], strict: bool | None = None) -> dict[str, np.ndarray]:
+        """Feeds checked against the declared inputs (names, dtypes, shapes) when strict (default: the
+        session's own setting); the training runtime checks the data this way before adding its parameters."""
+        if not (self.strict if strict is None else strict):  # a subgraph body, fed by its control-flow kernel
             return {k: v if v is None or isinstance(v, (list, np.ndarray)) else np.asarray(v) for k, v in feeds.items()}
         declared = {v.name: v for v in self.inputs}
         unknown = [k for k in feeds if k not in declared and k not in self._overridable]

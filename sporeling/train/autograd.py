@@ -257,14 +257,9 @@ class GraphAutograd:
 
     # ---- forward and backward ----------------------------------------------------------------------
     def _feeds(self, feeds: dict) -> dict:
-        names = {v.name for v in self.session.inputs}
-        unknown = [k for k in feeds if k not in names]
-        if unknown:
-            raise SporelingError(f"{self.source}: unknown input '{unknown[0]}' (inputs: {', '.join(sorted(names))})")
-        missing = [k for k in names if k not in feeds]
-        if missing:
-            raise SporelingError(f"{self.source}: missing input '{missing[0]}'")
-        full = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        """The data feeds, checked against the model's declared inputs as inference checks them, plus the
+        parameters and running statistics."""
+        full = self.session.check_feeds(feeds, strict=True)
         full.update(self.params)
         full.update(self.state)
         return full

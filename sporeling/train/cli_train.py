@@ -18,7 +18,8 @@ EXAMPLES = """examples:
 
 --data reads a folder of IDX files (Fashion-MNIST / MNIST names; the t10k files are the test split), one
 sub-folder of images per class (train/ and test/ inside it if split), or an .npz with arrays x and y
-(x_test and y_test for the test split). Images are scaled to [0, 1], then (x - mean) / std.
+(x_test and y_test for the test split). uint8 images are scaled to [0, 1], then (x - mean) / std, and laid out
+as the model's input wants (NCHW, or NHWC for TFLite models); float arrays are fed as they are.
 """
 
 
@@ -69,10 +70,12 @@ def add_parser(sub) -> None:
 
 
 def _images(x: np.ndarray, want_nhwc: bool, mean: float, std: float) -> np.ndarray:
+    """uint8 images (IDX files, image folders, an .npz of pixels) scaled and laid out for the model; float
+    arrays (an .npz of prepared inputs) go in as they are."""
     from .data import to_nchw_float
 
-    if x.dtype != np.uint8 and x.ndim not in (3, 4):
-        return x.astype(np.float32)
+    if x.dtype != np.uint8:
+        return np.ascontiguousarray(x, dtype=np.float32)
     out = to_nchw_float(x, mean, std)
     return np.ascontiguousarray(out.transpose(0, 2, 3, 1)) if want_nhwc else out
 

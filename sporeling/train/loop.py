@@ -83,8 +83,6 @@ def fit(trainer, x: np.ndarray, y: np.ndarray, batches: Batches, epochs: int, *,
                 bar.update(1)
         if bar is not None:
             bar.close()
-        if batches.epoch == epoch:  # the loop ended with the epoch's last batch: move on, as the next one would
-            batches.epoch, batches.position = epoch + 1, 0
         seconds = time.perf_counter() - start
         rec = {"epoch": epoch + 1, "steps": trainer.steps, "seconds": round(seconds, 2),
                "train_loss": loss_sum / seen if seen else None, "train_accuracy": correct / seen if seen else None,

@@ -164,3 +164,17 @@ def test_fashion_mnist_cnn_reaches_90_percent(tmp_path):
     records = json.loads(rec.read_text())
     print(f"Fashion-MNIST CNN: {records} in {time.perf_counter() - start:.0f} s")
     assert records[-1]["test_accuracy"] >= 0.90
+
+
+def test_float_npz_inputs_are_fed_as_they_are(tmp_path):
+    """An .npz of prepared float inputs (already NCHW) is not rescaled or transposed."""
+    r = np.random.default_rng(0)
+    y = r.integers(0, 10, 64)
+    x = r.standard_normal((64, 1, 28, 28)).astype(np.float32)
+    np.savez(tmp_path / "f.npz", x=x, y=y)
+    proc = _cli("train", "zoo:lenet5", "--data", str(tmp_path / "f.npz"), "--epochs", "1", "--quiet")
+    assert "epoch 1: step 1" in proc.stderr
+    x[:, :, 0, 0] = 1.0
+    np.savez(tmp_path / "bad.npz", x=x.transpose(0, 2, 3, 1), y=y)  # NHWC floats: the model's input says no
+    proc = _cli("train", "zoo:lenet5", "--data", str(tmp_path / "bad.npz"), "--epochs", "1", "--quiet", check=False)
+    assert proc.returncode == 2 and "input" in proc.stderr

@@ -186,7 +186,7 @@ def test_transfer_learning_trains_only_the_new_head():
     assert sorted(t.parameters) == ["classifier.bias", "classifier.weight"]
     frozen = {k: v.copy() for k, v in graph.initializers.items() if not k.startswith("classifier")}
     y = np.arange(12) % 3
-    x = np.random.default_rng(3).random((12, 1, 28, 28), dtype=np.float32) * 0.2 + y[:, None, None, None] * 0.4
+    x = (np.random.default_rng(3).random((12, 1, 28, 28)) * 0.2 + y[:, None, None, None] * 0.4).astype(np.float32)
     losses = [t.step({"input": x}, y) for _ in range(30)]
     assert losses[-1] < 0.7 * losses[0]
     assert set(t.get_gradients()) == {"classifier.bias", "classifier.weight"}
@@ -252,6 +252,10 @@ def test_evaluate_reports_loss_and_accuracy():
 def test_errors_name_what_is_wrong():
     with pytest.raises(SporelingError, match="missing input"):
         Trainer(lenet5()).step({}, np.zeros(1, np.int64))
+    with pytest.raises(SporelingError, match="dtype float64, expected float32"):  # checked as inference checks
+        Trainer(lenet5()).step({"input": np.zeros((2, 1, 28, 28))}, np.zeros(2, np.int64))
+    with pytest.raises(SporelingError, match=r"shape \[2, 28, 28, 1\]"):
+        Trainer(lenet5()).step({"input": np.zeros((2, 28, 28, 1), np.float32)}, np.zeros(2, np.int64))
     with pytest.raises(SporelingError, match="no output"):
         Trainer(lenet5(), output="nope")
     with pytest.raises(ValueError, match="accumulate"):

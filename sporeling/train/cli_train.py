@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
                    "test split of --data when it has one)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--size", metavar="H,W", help="resize image-folder images to this size")
+    p.add_argument("--grayscale", action="store_true", help="read image-folder images as one grey channel")
     p.add_argument("--mean", type=float, default=0.0, help="subtracted after scaling to [0, 1] (default 0)")
     p.add_argument("--std", type=float, default=1.0, help="divided by after subtracting --mean (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data order, Dropout and new layers")
@@ -86,10 +87,10 @@ def _layout(trainer) -> bool:
     return len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
 
 
-def _data(path: str, split: str, size, limit=None):
+def _data(path: str, split: str, size, limit=None, grayscale: bool = False):
     from .data import load_dataset
 
-    x, y, names = load_dataset(path, split, size=size)
+    x, y, names = load_dataset(path, split, size=size, grayscale=grayscale)
     if limit:
         x, y = x[:limit], y[:limit]
     return x, y.astype(np.int64), names
@@ -109,10 +110,11 @@ def cmd_train(args) -> int:
             raise SporelingError(f"--{name} must be a positive number")
     apply_threads(args.threads or 1)
     size = tuple(int(v) for v in args.size.split(",")) if args.size else None
-    x_raw, y, names = _data(args.data, "train", size, args.limit)
+    x_raw, y, names = _data(args.data, "train", size, args.limit, args.grayscale)
     test = None
     try:
-        test_raw = _data(args.test or args.data, "test", size) if (args.test or _has_test(args.data)) else None
+        wants_test = args.test or _has_test(args.data)
+        test_raw = _data(args.test or args.data, "test", size, grayscale=args.grayscale) if wants_test else None
     except SporelingError:
         if args.test:
             raise
@@ -145,6 +147,7 @@ def cmd_train(args) -> int:
         len(y), args.batch, args.seed)
     nhwc = _layout(trainer)
     x = _images(x_raw, nhwc, args.mean, args.std)
+    _check_channels(trainer, x, nhwc, args.data)
     if test_raw is not None:
         test = (_images(test_raw[0], nhwc, args.mean, args.std), test_raw[1])
     out = sys.stderr
@@ -173,6 +176,19 @@ def cmd_train(args) -> int:
 
         atomic_write(args.json, lambda f: f.write(json.dumps(records, indent=1)), mode="w")
     return 0
+
+
+def _check_channels(trainer, x: np.ndarray, nhwc: bool, data: str) -> None:
+    """Images with a channel count the model does not take get an error that says what to change."""
+    from ..errors import SporelingError
+
+    shape = trainer.autograd.session.inputs[0].shape or ()
+    if len(shape) != 4 or x.ndim != 4:
+        return
+    want, have = (shape[-1], x.shape[-1]) if nhwc else (shape[1], x.shape[1])
+    if isinstance(want, int) and want > 0 and want != have:
+        hint = " (add --grayscale)" if want == 1 else ""
+        raise SporelingError(f"{data}: the images have {have} channels, the model takes {want}{hint}")
 
 
 def _has_test(path: str) -> bool:

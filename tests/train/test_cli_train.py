@@ -178,3 +178,25 @@ def test_float_npz_inputs_are_fed_as_they_are(tmp_path):
     np.savez(tmp_path / "bad.npz", x=x.transpose(0, 2, 3, 1), y=y)  # NHWC floats: the model's input says no
     proc = _cli("train", "zoo:lenet5", "--data", str(tmp_path / "bad.npz"), "--epochs", "1", "--quiet", check=False)
     assert proc.returncode == 2 and "input" in proc.stderr
+
+
+def test_image_folder_transfer_and_channel_hint(tmp_path):
+    """Photos in one folder per class, resized and read grey for LeNet-5's new 2-class head; read in colour,
+    the error says what to add."""
+    PIL = pytest.importorskip("PIL.Image")
+    from sporeling.format import save_spore
+    from sporeling.train.zoo import lenet5
+
+    r = np.random.default_rng(0)
+    for cls, level in (("dark", 40), ("light", 200)):
+        os.makedirs(tmp_path / "photos" / cls)
+        for k in range(3):
+            img = np.clip(r.normal(level, 20, (40, 36, 3)), 0, 255).astype(np.uint8)
+            PIL.fromarray(img).save(tmp_path / "photos" / cls / f"{k}.png")
+    save_spore(lenet5(), str(tmp_path / "lenet.spore"))
+    args = ["train", str(tmp_path / "lenet.spore"), "--data", str(tmp_path / "photos"), "--size", "28,28",
+            "--classes", "2", "--epochs", "2", "--batch", "3", "--quiet"]
+    proc = _cli(*args, "--grayscale", "--trainable", "classifier.*")
+    assert "(2 classes)" in proc.stderr and "epoch 2: step 4" in proc.stderr
+    proc = _cli(*args, check=False)
+    assert proc.returncode == 2 and "3 channels, the model takes 1 (add --grayscale)" in proc.stderr

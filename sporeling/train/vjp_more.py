@@ -1,5 +1,6 @@
 """More backward rules: the unary math and activation ops, the variadic and broadcasting ops, the reductions
-beyond sum and mean, and the layout ops models use around their core (Expand, Tile, Pad, Resize, Einsum).
+beyond sum and mean, the layout and index ops models use around their core (Expand, Tile, Pad, Resize, Einsum,
+DepthToSpace, SpaceToDepth, GatherND, ScatterND), InstanceNormalization and GlobalMaxPool.
 
 The unary ops are one table of local derivatives d(x, y), from the input x or the output y, whichever gives
 the derivative cheaply. Max/Min (variadic and ReduceMax/ReduceMin) split a gradient evenly between tied
@@ -8,9 +9,13 @@ gives none to a non-float input. Expand, Tile, Sum and Mean sum the gradient bac
 Pad crops it (reflect, edge and wrap add up every copy of an element, found by padding an index array the
 same way); Resize is linear in its input and separable, so its adjoint applies the transpose of each axis's
 tap table, built by the forward kernel's own geometry code. Einsum's operand gradients are einsums of the
-output gradient with the other operands. Rules that read only shapes (or a condition, or shape inputs) are
-listed in vjp.SAVES, so training does not keep their values alive. Checked against torch.autograd in
-tests/train/test_vjp_more.py.
+output gradient with the other operands. InstanceNormalization differentiates through each (sample, channel)'s
+statistics; GlobalMaxPool gives each channel's gradient to its first maximum, as MaxPool's rule does;
+DepthToSpace (DCR and CRD) and SpaceToDepth permute the gradient back; GatherND adds it back into the gathered
+slices; ScatterND (reduction none or add) gathers it for the updates and, without reduction, zeroes the
+overwritten elements of data's (of repeated index tuples, only the update the forward kept gets one). Rules
+that read only shapes (or a condition, or shape inputs) are listed in vjp.SAVES, so training does not keep
+their values alive. Checked against torch.autograd in tests/train/test_vjp_more.py.
 """
 
 from __future__ import annotations
@@ -371,6 +376,108 @@ def einsum_vjp(ctx: VJPContext) -> list:
     return res
 
 
+# ---- InstanceNormalization, GlobalMaxPool, DepthToSpace/SpaceToDepth, GatherND, ScatterND ----------------------
+
+@register_vjp("InstanceNormalization")
+def instance_norm_vjp(ctx: VJPContext) -> list:
+    x, scale, bias = ctx.inputs[:3]
+    ct = np.promote_types(x.dtype, np.float32)
+    axes = tuple(range(2, x.ndim))
+    g = _grad(ctx).astype(ct, copy=False)
+    xhat = x.astype(ct)
+    xhat -= xhat.mean(axis=axes, keepdims=True)
+    inv = 1 / np.sqrt((xhat * xhat).mean(axis=axes, keepdims=True) + ct.type(ctx.attrs.get("epsilon", 1e-5)))
+    xhat *= inv
+    res: list = [None, None, None]
+    if wanted(ctx, 1):
+        res[1] = as_gradient((g * xhat).sum(axis=(0,) + axes), scale)
+    if wanted(ctx, 2):
+        res[2] = as_gradient(g.sum(axis=(0,) + axes), bias)
+    if wanted(ctx, 0):
+        gs = g * scale.astype(ct).reshape((1, -1) + (1,) * len(axes))
+        # xhat's Jacobian, per (sample, channel): remove the mean and the component along xhat, scale by inv
+        gs -= gs.mean(axis=axes, keepdims=True) + xhat * (gs * xhat).mean(axis=axes, keepdims=True)
+        res[0] = as_gradient(gs * inv, x)
+    return res
+
+
+@register_vjp("GlobalMaxPool")
+def global_maxpool_vjp(ctx: VJPContext) -> list:
+    """Each channel's gradient goes to its first maximum (row-major), as MaxPool's rule and torch pick it."""
+    x = ctx.inputs[0]
+    if not wanted(ctx, 0):
+        return [None]
+    rows = x.reshape(x.shape[0] * x.shape[1], -1)
+    g = _grad(ctx)
+    gx = np.zeros(rows.shape, g.dtype)
+    gx[np.arange(rows.shape[0]), np.argmax(rows, axis=1)] = g.reshape(-1)
+    return [as_gradient(gx, x)]
+
+
+def _unpermute(ctx: VJPContext, split: tuple[int, ...], perm: tuple[int, ...]) -> list:
+    """Rule of y = x.reshape(split).transpose(perm).reshape(...): the inverse permutation of the gradient."""
+    g = _grad(ctx).reshape(tuple(split[p] for p in perm))
+    return _first_only(ctx, g.transpose(np.argsort(perm)))
+
+
+@register_vjp("DepthToSpace")
+def depth_to_space_vjp(ctx: VJPContext) -> list:
+    n, c, h, w = ctx.inputs[0].shape
+    b = int(ctx.attrs["blocksize"])
+    if _text(ctx.attrs.get("mode", "DCR")) == "DCR":  # channels as (block_row, block_col, depth)
+        return _unpermute(ctx, (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2))
+    return _unpermute(ctx, (n, c // (b * b), b, b, h, w), (0, 1, 4, 2, 5, 3))
+
+
+@register_vjp("SpaceToDepth")
+def space_to_depth_vjp(ctx: VJPContext) -> list:
+    n, c, h, w = ctx.inputs[0].shape
+    b = int(ctx.attrs["blocksize"])
+    return _unpermute(ctx, (n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4))
+
+
+@register_vjp("GatherND")
+def gather_nd_vjp(ctx: VJPContext) -> list:
+    x, idx = ctx.inputs[:2]
+    if not wanted(ctx, 0):
+        return [None, None]
+    bd = int(ctx.attrs.get("batch_dims", 0))
+    k = idx.shape[-1]
+    batch = math.prod(x.shape[:bd])
+    flat_idx = np.asarray(idx, np.int64).reshape(batch, -1, k)
+    g = _grad(ctx)
+    gx = np.zeros((batch,) + x.shape[bd:], g.dtype)
+    where = (np.arange(batch)[:, None],) + tuple(flat_idx[..., j] for j in range(k))
+    np.add.at(gx, where, g.reshape(flat_idx.shape[:2] + x.shape[bd + k:]))  # repeated index tuples add up
+    return [as_gradient(gx, x), None]
+
+
+@register_vjp("ScatterND")
+def scatter_nd_vjp(ctx: VJPContext) -> list:
+    data, idx, upd = ctx.inputs[:3]
+    reduction = _text(ctx.attrs.get("reduction", "none"))
+    if reduction not in ("none", "add"):
+        raise SporelingError(f"ScatterND with reduction '{reduction}': no backward rule (only 'none' and 'add')")
+    g = _grad(ctx)
+    where = tuple(np.moveaxis(np.asarray(idx), -1, 0))
+    res: list = [None, None, None]
+    if wanted(ctx, 2):
+        gu = g[where]
+        if reduction == "none":
+            # with repeated index tuples only the update the forward wrote last is kept: replay the forward's
+            # assignment on update numbers to find, for each slot, whether its update survived
+            ids = np.arange(math.prod(idx.shape[:-1])).reshape(idx.shape[:-1])
+            owner = np.full(data.shape[:idx.shape[-1]], -1, np.int64)
+            owner[where] = ids
+            gu[owner[where] != ids] = 0
+        res[2] = as_gradient(gu, upd)
+    if wanted(ctx, 0):
+        if reduction == "none":
+            g[where] = 0  # overwritten elements do not reach the output (g is this rule's to write into)
+        res[0] = as_gradient(g, data)
+    return res
+
+
 # ---- what the rules read: only these forward values are kept for them (see vjp.SAVES) ------------------------
 _SHAPES_ONLY = ((), ())
 for _op, _saved in {
@@ -384,6 +491,10 @@ for _op, _saved in {
     "Upsample": ((1,), ()),
     "GatherElements": ((1,), ()),
     "CumSum": ((1,), ()),
+    **dict.fromkeys(("DepthToSpace", "SpaceToDepth"), _SHAPES_ONLY),
+    "InstanceNormalization": ((0, 1), ()),
+    "GlobalMaxPool": ((0,), ()),
+    **dict.fromkeys(("GatherND", "ScatterND"), ((1,), ())),
 }.items():
     if _op in SAVES:
         raise ValueError(f"vjp.SAVES already lists {_op}")

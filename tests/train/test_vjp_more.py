@@ -6,6 +6,8 @@ sum(output * random gradient) in float64 (<= 1e-6) and float32 (<= 1e-4).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import sporeling.train.vjp_more  # noqa: E402,F401  (registers the rules)
 from sporeling.errors import SporelingError  # noqa: E402
-from sporeling.train.vjp import VJPContext, vjp_for  # noqa: E402
+from sporeling.train.vjp import VJPContext, saved_positions, vjp_for  # noqa: E402
 from tests.train.test_vjp_elementwise import _away, _both_precisions, _forward, _n, _pos, check  # noqa: E402
 
 I64 = np.int64
@@ -61,6 +63,43 @@ def _gather_elements_ref(axis):
 
 def _interp(size=None, scale=None, mode="nearest", align=None):
     return lambda t: F.interpolate(t[0], size=size, scale_factor=scale, mode=mode, align_corners=align)
+
+
+def _d2s_ref(b, mode):
+    """DepthToSpace: CRD is torch's pixel_shuffle; DCR first regroups the channels from (block, depth) to
+    (depth, block)."""
+    def f(t):
+        x = t[0]
+        n, c, h, w = x.shape
+        if mode == "DCR":
+            x = x.reshape(n, b * b, c // (b * b), h, w).transpose(1, 2).reshape(n, c, h, w)
+        return F.pixel_shuffle(x, b)
+    return f
+
+
+def _s2d_ref(b):
+    """SpaceToDepth: torch's pixel_unshuffle orders the channels (depth, block); ONNX orders them (block, depth)."""
+    def f(t):
+        y = F.pixel_unshuffle(t[0], b)
+        n, cb, h, w = y.shape
+        return y.reshape(n, cb // (b * b), b * b, h, w).transpose(1, 2).reshape(n, cb, h, w)
+    return f
+
+
+def _gather_nd_ref(batch_dims=0):
+    def f(t):
+        x, idx = t
+        k = idx.shape[-1]
+        batch = math.prod(x.shape[:batch_dims])
+        xb = x.reshape((batch,) + tuple(x.shape[batch_dims:]))
+        ib = idx.reshape(batch, -1, k)
+        picked = xb[(torch.arange(batch)[:, None],) + tuple(ib[..., j] for j in range(k))]
+        return picked.reshape(tuple(idx.shape[:-1]) + tuple(x.shape[batch_dims + k:]))
+    return f
+
+
+def _scatter_nd_ref(accumulate=False):
+    return lambda t: t[0].index_put(tuple(t[1].unbind(-1)), t[2], accumulate=accumulate)
 
 
 _F32 = np.array(1, np.float32)
@@ -197,6 +236,43 @@ CASES = {
                      lambda t: torch.einsum("ij,j,ik->k", *t), [0, 1, 2]),
     "einsum_outer_transpose": ("Einsum", [_n(3), _n(4, seed=2)], {"equation": "i,j->ji"}, 12,
                                lambda t: torch.outer(t[1], t[0]), [0, 1]),
+    # ---- InstanceNormalization, GlobalMaxPool, DepthToSpace/SpaceToDepth, GatherND, ScatterND ----
+    "instance_norm_2d": ("InstanceNormalization", [_n(2, 3, 4, 5) * 2 + 1, _n(3, seed=2), _n(3, seed=3)], {}, 6,
+                         lambda t: F.instance_norm(t[0], weight=t[1], bias=t[2], eps=1e-5), [0, 1, 2]),
+    "instance_norm_1d_eps": ("InstanceNormalization", [_n(3, 2, 7), _n(2, seed=2), _n(2, seed=3)],
+                             {"epsilon": 0.1}, 6,
+                             lambda t: F.instance_norm(t[0], weight=t[1], bias=t[2], eps=0.1), [0, 1, 2]),
+    "instance_norm_3d": ("InstanceNormalization", [_n(1, 4, 2, 3, 3), _n(4, seed=2), _n(4, seed=3)], {}, 6,
+                         lambda t: F.instance_norm(t[0], weight=t[1], bias=t[2], eps=1e-5), [0, 1, 2]),
+    "global_maxpool_2d": ("GlobalMaxPool", [_n(2, 3, 4, 5)], {}, 1, lambda t: t[0].amax((2, 3), keepdim=True), [0]),
+    "global_maxpool_1d": ("GlobalMaxPool", [_n(3, 2, 9)], {}, 1, lambda t: t[0].amax(2, keepdim=True), [0]),
+    "global_maxpool_3d": ("GlobalMaxPool", [_n(1, 2, 3, 2, 4)], {}, 1,
+                          lambda t: t[0].amax((2, 3, 4), keepdim=True), [0]),
+    "depth_to_space_dcr": ("DepthToSpace", [_n(2, 8, 3, 4)], {"blocksize": 2}, 13, _d2s_ref(2, "DCR"), [0]),
+    "depth_to_space_default_mode": ("DepthToSpace", [_n(1, 18, 2, 3)], {"blocksize": 3}, 1, _d2s_ref(3, "DCR"),
+                                    [0]),
+    "depth_to_space_crd": ("DepthToSpace", [_n(2, 12, 3, 2)], {"blocksize": 2, "mode": "CRD"}, 13,
+                           _d2s_ref(2, "CRD"), [0]),
+    "depth_to_space_crd_b3": ("DepthToSpace", [_n(1, 18, 2, 2)], {"blocksize": 3, "mode": "CRD"}, 13,
+                              _d2s_ref(3, "CRD"), [0]),
+    "space_to_depth": ("SpaceToDepth", [_n(2, 3, 4, 6)], {"blocksize": 2}, 13, _s2d_ref(2), [0]),
+    "space_to_depth_b3": ("SpaceToDepth", [_n(1, 2, 6, 3)], {"blocksize": 3}, 1, _s2d_ref(3), [0]),
+    "gather_nd_elements": ("GatherND", [_n(3, 4), np.array([[0, 1], [2, -1], [0, 1], [1, 0]], I64)], {}, 13,
+                           _gather_nd_ref(), [0]),
+    "gather_nd_slices": ("GatherND", [_n(3, 4, 5), np.array([[[2], [0]], [[2], [-3]]], I64)], {}, 13,
+                         _gather_nd_ref(), [0]),
+    "gather_nd_batch1": ("GatherND", [_n(2, 3, 4), np.array([[[1], [1], [2]], [[0], [-1], [2]]], I64)],
+                         {"batch_dims": 1}, 12, _gather_nd_ref(1), [0]),
+    "gather_nd_batch2": ("GatherND", [_n(2, 3, 4, 5), np.array([[1, 4], [3, -1], [1, 4], [0, 0], [2, 2], [3, 0],
+                                                                [1, 1], [1, 1], [0, 3], [2, 2], [3, 4], [-4, 0]],
+                                                               I64).reshape(2, 3, 2, 2)],
+                         {"batch_dims": 2}, 12, _gather_nd_ref(2), [0]),
+    "scatter_nd_elements": ("ScatterND", [_n(3, 4), np.array([[0, 1], [2, -1], [1, 0]], I64), _n(3, seed=2)], {},
+                            16, _scatter_nd_ref(), [0, 2]),
+    "scatter_nd_slices": ("ScatterND", [_n(4, 3, 2), np.array([[[3], [0]]], I64), _n(1, 2, 3, 2, seed=2)], {}, 16,
+                          _scatter_nd_ref(), [0, 2]),
+    "scatter_nd_add_repeated": ("ScatterND", [_n(4, 5), np.array([[1], [3], [1]], I64), _n(3, 5, seed=2)],
+                                {"reduction": "add"}, 16, _scatter_nd_ref(True), [0, 2]),
 }
 
 
@@ -249,7 +325,8 @@ def test_resize_nearest_downscale_drops_unread_pixels():
 def test_every_listed_op_has_a_rule():
     wanted = {"Abs", "Max", "Min", "Sum", "Mean", "Softplus", "Elu", "Selu", "PRelu", "Sin", "Cos", "Reciprocal",
               "Erf", "Expand", "Tile", "Pad", "Where", "Cast", "ReduceMax", "ReduceMin", "ReduceL2", "Resize",
-              "Einsum"}
+              "Einsum", "InstanceNormalization", "GlobalMaxPool", "DepthToSpace", "SpaceToDepth", "GatherND",
+              "ScatterND"}
     for op in wanted:
         vjp_for(op)
     covered = {c[0] for c in CASES.values()}
@@ -276,3 +353,73 @@ def test_pad_fill_value_checked_by_hand():
     assert np.array_equal(got[0], g[1:, :2]) and float(got[2]) == g[0].sum() + g[1:, 2].sum()
     assert got[1] is None
     check("Pad", [x, pads, np.array(5.0)], {}, 13, _pad_ref((0, 1, 1, 0), with_value=True), [0, 2])
+
+
+def test_global_maxpool_tie_goes_to_the_first_maximum():
+    x = np.array([[[[1.0, 3.0], [3.0, 0.0]], [[2.0, 2.0], [2.0, 2.0]]]])
+    y = _forward("GlobalMaxPool", [x], {}, 1)[0]
+    gx = vjp_for("GlobalMaxPool")(VJPContext("GlobalMaxPool", {}, [x], [y], [np.array([5.0, 7.0]).reshape(1, 2, 1, 1)]))
+    assert np.array_equal(gx[0], [[[[0, 5], [0, 0]], [[7, 0], [0, 0]]]])
+
+
+def _scatter_nd_fd(data, idx, upd, g, eps=1e-6):
+    """Central differences of sum(ScatterND(data, idx, upd) * g) through sporeling's forward kernel."""
+    def loss(d, u):
+        return float(np.sum(_forward("ScatterND", [d, idx, u], {}, 16)[0] * g))
+    grads = []
+    for which in (0, 1):
+        base = [data, upd][which]
+        out = np.zeros_like(base)
+        for pos in np.ndindex(base.shape):
+            hi, lo = base.copy(), base.copy()
+            hi[pos] += eps
+            lo[pos] -= eps
+            args = [(hi, upd), (data, hi)][which], [(lo, upd), (data, lo)][which]
+            out[pos] = (loss(*args[0]) - loss(*args[1])) / (2 * eps)
+        grads.append(out)
+    return grads
+
+
+@pytest.mark.parametrize("idx, dropped", [(np.array([[1], [3], [1], [-3]], I64), 2),  # -3 is row 1 too
+                                          (np.array([[[0, 2], [2, 1]], [[0, 2], [0, -3]]], I64), 1)])
+def test_scatter_nd_repeated_indices_match_finite_differences(idx, dropped):
+    """Repeated index tuples without reduction: torch leaves the kept update undefined, so the reference is
+    central differences of sporeling's own forward (the later update overwrites; the earlier one gets none)."""
+    data = _n(4, 3)
+    upd = _n(*idx.shape[:-1], *data.shape[idx.shape[-1]:], seed=2)
+    y = _forward("ScatterND", [data, idx, upd], {}, 16)[0]
+    g = _n(*y.shape, seed=3)
+    got = vjp_for("ScatterND")(VJPContext("ScatterND", {}, [data, idx, upd], [y], [g.copy()], opset=16))
+    want_data, want_upd = _scatter_nd_fd(data, idx, upd, g)
+    assert got[1] is None
+    assert np.allclose(got[0], want_data, atol=1e-8) and np.allclose(got[2], want_upd, atol=1e-8)
+    assert np.count_nonzero(np.all(got[2].reshape(math.prod(idx.shape[:-1]), -1) == 0, axis=1)) == dropped
+
+
+def test_scatter_nd_multiplicative_reduction_is_refused():
+    data, idx, upd = _n(3, 2), np.array([[0], [2]], I64), _n(2, 2, seed=2)
+    y = _forward("ScatterND", [data, idx, upd], {"reduction": "mul"}, 16)[0]
+    ctx = VJPContext("ScatterND", {"reduction": "mul"}, [data, idx, upd], [y], [np.ones_like(y)], opset=16)
+    with pytest.raises(SporelingError, match="reduction 'mul'"):
+        vjp_for("ScatterND")(ctx)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if CASES[c][0] in {
+    "InstanceNormalization", "GlobalMaxPool", "DepthToSpace", "SpaceToDepth", "GatherND", "ScatterND"}])
+def test_rules_read_only_their_saved_values(case):
+    """Training keeps only the values vjp.SAVES lists: with every other input and output replaced by NaNs of
+    the same shape and dtype, the rule's gradients are unchanged."""
+    op, inputs, attrs, opset, _, diff = CASES[case]
+    outputs = _forward(op, inputs, attrs, opset)
+    grads = [_n(*y.shape, seed=4) for y in outputs]
+    ins_kept, outs_kept = saved_positions(op, len(inputs), len(outputs))
+
+    def blank(arrays, kept):
+        return [a if k in kept or a is None else np.full(a.shape, np.nan, a.dtype) for k, a in enumerate(arrays)]
+
+    full = vjp_for(op)(VJPContext(op, dict(attrs), inputs, outputs, [g.copy() for g in grads], opset=opset))
+    lean = vjp_for(op)(VJPContext(op, dict(attrs), blank(inputs, ins_kept), blank(outputs, outs_kept),
+                                  [g.copy() for g in grads], opset=opset))
+    assert (ins_kept, outs_kept) != (tuple(range(len(inputs))), tuple(range(len(outputs))))
+    for i in diff:
+        assert np.array_equal(full[i], lean[i]), f"{case}: input {i}'s gradient reads an unsaved value"

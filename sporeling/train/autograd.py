@@ -35,7 +35,8 @@ from .vjp import VJPContext, saved_positions, vjp_for
 NONDIFF: dict[str, frozenset[int]] = {
     op: frozenset(pos) for op, pos in {
         "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Gather": (1,), "GatherElements": (1,),
-        "GatherND": (1,), "ScatterND": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "Pad": (1, 3), "Resize": (1, 2, 3),
+        "GatherND": (1,), "ScatterND": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "Pad": (1, 3),
+        "Resize": (1, 2, 3),
         "Upsample": (1,), "TopK": (1,), "BatchNormalization": (3, 4), "Dropout": (1, 2), "Clip": (1, 2),
         "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "CumSum": (1,),
         "LSTM": (4,), "GRU": (4,), "RNN": (4,), "OneHot": (0, 1, 2), "ConstantOfShape": (0,), "Range": (0, 1, 2),

@@ -55,8 +55,8 @@ def run_rule(op, ins, attrs, *, drop=(), seed=1, needs=None):
     outs = lookup(op, 17).kernel(*ins, **attrs)
     rng = np.random.default_rng(seed)
     grads = [None if k in drop else rng.standard_normal(y.shape).astype(y.dtype) for k, y in enumerate(outs)]
-    got = vjp_for(op)(VJPContext(op, dict(attrs), list(ins), list(outs), [None if g is None else g.copy() for g in grads],
-                                  needs=needs or []))
+    given = [None if g is None else g.copy() for g in grads]  # copies: the rule's to write into
+    got = vjp_for(op)(VJPContext(op, dict(attrs), list(ins), list(outs), given, needs=needs or []))
     assert len(got) == len(ins)
     assert len(ins) < 5 or got[4] is None, "sequence_lens is not differentiable"
     return outs, grads, got

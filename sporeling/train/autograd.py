@@ -223,7 +223,6 @@ class GraphAutograd:
         if stash_float16 and all(p.dtype == np.float32 for p in self.params.values()):
             self._stash_float16(g, flow, taken)
         self.session = _TrainSession(g, source, self._keep, self)
-        self._backward: dict[int, Backward] = {}
 
     def _stash_float16(self, g: Graph, flow: set[str], taken: set[str]) -> None:
         """Mixed precision: each activation backward reads is copied to float16 by a Cast right after its node,
@@ -301,11 +300,9 @@ class GraphAutograd:
     def backward(self, plan: Plan, env: list, grad_output: np.ndarray) -> dict[str, np.ndarray]:
         """Gradients of the trainable parameters, given the gradient of the loss at the chosen output (which is
         copied, since rules may write into the gradients they are given: the caller's array is left alone)."""
-        bw = self._backward.get(id(plan))
-        if bw is None or bw is not getattr(plan, "_bw", None):
-            bw = self._prepare_backward(plan, env)
-            plan._bw = bw  # tie it to this plan object (an evicted plan's id may be reused)
-            self._backward[id(plan)] = bw
+        bw = getattr(plan, "_bw", None)
+        if bw is None:  # worked out on a plan's first backward, and kept on the plan (evicted with it)
+            bw = plan._bw = self._prepare_backward(plan, env)
         opset = self.graph.opsets
         grads: dict[int, np.ndarray] = {bw.output_slot: np.array(grad_output, copy=True)}
         with np.errstate(all="ignore"):

@@ -92,7 +92,6 @@ class Session:
         self.strict = strict  # check feed names, dtypes and shapes against the declared inputs
         self.max_plans = MAX_PLANS
         self._lock = threading.RLock()
-        self._keep_alive: set[str] = set()  # values kept to the end of a run (training reads them after)
 
     # ---- feeds -------------------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, Any], strict: bool | None = None) -> dict[str, np.ndarray]:
@@ -303,7 +302,7 @@ class Session:
         for name, value in consts.items():
             if name in slots:
                 template[slots[name]] = value
-        arena = self._place(steps, slots, planned, template)
+        arena = self._place(steps, slots, planned, template, infos)
         for st in steps:
             if st.scratch >= 0:
                 st.fn = functools.partial(st.fn, scratch=template[st.scratch])
@@ -312,8 +311,14 @@ class Session:
         shapes = {name: i.shape for name, i in infos.items() if i.shape is not None}
         return Plan(steps, template, feed_slots, output_slots, arena, shapes, folded, slots)
 
-    def _place(self, steps, slots, planned, template) -> ArenaPlan:
+    def _place(self, steps, slots, planned, template, infos) -> ArenaPlan:
         """Lifetimes of planned values, in-place merging, then greedy placement into one arena."""
+        first, last = self._lifetimes(steps, slots, {})
+        return self._assign(steps, slots, planned, template, first, last, {})
+
+    def _lifetimes(self, steps, slots, keep: dict[str, int]) -> tuple[dict[int, int], dict[int, int]]:
+        """First and last step of each slot. `keep` extends values past the steps: name -> the last time they
+        are read (len(steps) or later; the training session reads values during its backward pass)."""
         first: dict[int, int] = {}
         last: dict[int, int] = {}
         for k, st in enumerate(steps):
@@ -324,9 +329,12 @@ class Session:
                 if s >= 0:
                     first.setdefault(s, k)
                     last.setdefault(s, k)
-        for name in [v.name for v in self.graph.outputs] + sorted(self._keep_alive):
-            if name in slots:  # read after the last step: results handed out, values backward reads
+        for name in [v.name for v in self.graph.outputs]:
+            if name in slots:  # read after the last step: results handed out
                 last[slots[name]] = len(steps)
+        for name, until in keep.items():
+            if name in slots:
+                last[slots[name]] = max(last.get(slots[name], until), until)
         # A kernel that returns its result may return a view of an input (Reshape, Squeeze...), so
         # its inputs stay alive as long as its outputs do. Walking backwards carries this along chains.
         for st in reversed(steps):
@@ -335,7 +343,12 @@ class Session:
                 for s in st.ins:
                     if s >= 0 and last.get(s, -1) < end:
                         last[s] = end
-        owner: dict[int, int] = {}  # slot -> slot whose buffer it shares
+        return first, last
+
+    def _assign(self, steps, slots, planned, template, first, last, owner: dict[int, int]) -> ArenaPlan:
+        """Merges in-place outputs with the inputs they overwrite (on top of the merges in `owner`, slot -> slot
+        whose buffer it shares), places the buffers and fills the template with their arena views."""
+        owner = dict(owner)
         for k, st in enumerate(steps):
             if st.mode != WRITES or not st.op.inplace:
                 continue

@@ -7,20 +7,26 @@ the output through a differentiable input, filtered by name patterns) and the ru
 inputs fed on every step, so the Session folds nothing that depends on them and never bakes an old value
 into a prepared kernel; frozen parameters stay constants and fold like any inference weight.
 
-The forward pass runs the Session's plan (kernels bound once per input signature, buffers placed in one
-arena), except that the values the backward rules read are kept alive to the end of the pass: the planner
-sees their lifetimes reach the end, so nothing else is placed over them and no kernel writes over them in
-place. Values only a rule's shape bookkeeping needs are not kept (see vjp.SAVES). The backward pass walks
-the steps that reach the loss in reverse, calls each op's rule (sporeling.train.vjp) with only the
-gradients that are wanted -- a frozen parameter's gradient is never computed -- sums gradients where a value
-has several consumers, and drops each gradient once its producer has used it.
+The training step runs on the Session's plan (kernels bound once per input signature) with one arena for the
+whole step. Its timeline is the forward steps, then the backward steps (the rules of the steps that reach the
+loss, in reverse). A value a backward rule reads lives until that rule's step; the other activations die in the
+forward pass as in inference. Each value's gradient is a buffer of the same arena, live from the backward step
+that first adds to it to the step that consumes it (its producer's rule), so the gradients take the place of
+the activations already used up. The planner places all of them at once, and merges a gradient with its output
+gradient's buffer where the rule hands that on (ReLU and BatchNormalization write in place, Reshape passes a
+view: vjp.GRAD_IN_PLACE). Rules are offered the buffer of each input's gradient and the big ones (Conv,
+MaxPool) write straight into it; what a rule returns elsewhere is copied in, and a gradient with several
+consumers is summed in its buffer. Values only a rule's shape bookkeeping needs are not kept (see vjp.SAVES);
+a frozen parameter's gradient is neither computed nor given a buffer. The parameters' gradients are the step's
+results and get arrays of their own, as a plan's outputs do. The rules' own temporaries (Conv's patches, at
+most 8 MB at a time) are allocated by the rules.
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,7 +35,7 @@ from ..ir import Graph, Node
 from ..ir.graph import unique_name
 from ..ops.registry import Info, OpDef
 from ..runtime.session import Plan, Session, bind_kernel
-from .vjp import VJPContext, saved_positions, vjp_for
+from .vjp import GRAD_IN_PLACE, VJPContext, saved_positions, vjp_for
 
 # Inputs that never carry a gradient, whatever their dtype: shapes, indices, axes, running statistics.
 NONDIFF: dict[str, frozenset[int]] = {
@@ -109,25 +115,65 @@ def _bn_training(node: Node, opset: int, taken: set[str]) -> tuple[str, str]:
 
 @dataclass
 class Backward:
-    """What one plan's backward pass needs, worked out on its first run."""
-    steps: list  # (step, diff input flags, saved) in reverse order, only steps that reach the loss
+    """A plan's backward program, worked out with the plan: the forward and backward passes share its arena."""
+    steps: list  # (step, diff input flags, saved positions, offered buffers, merged position), reverse order
     wanted_params: dict[str, int]  # trainable parameter -> slot
     output_slot: int
     stash: dict[int, int]  # slot of a value -> slot of its float16 copy (mixed precision)
+    error: str | None = None  # why this plan cannot be trained through (raised by backward, not by forward)
+    buffers: dict[int, np.ndarray] = field(default_factory=dict)  # value slot -> its gradient's arena buffer
+    arena: np.ndarray | None = None
 
 
 class _TrainSession(Session):
-    """The inference Session, keeping alive what backward reads and drawing Dropout masks from our generator."""
+    """The inference Session, planning the backward pass's gradients in the same arena as the activations, keeping
+    what backward reads alive until the backward step that reads it, and drawing Dropout masks from our generator.
 
-    def __init__(self, graph: Graph, source: str, keep: set[str], rng_owner):
+    The arena's timeline is the forward steps 0..F-1, then the backward steps F..F+B-1. A value a backward rule
+    reads lives until that rule's step; a value's gradient lives from the step that first adds to it to the step
+    that consumes it (its producer's rule). So the gradients take the place of the forward temporaries and of the
+    activations already used up, and the arena is one static plan for the whole training step."""
+
+    def __init__(self, graph: Graph, source: str, owner: "GraphAutograd"):
         super().__init__(graph, source, strict=False)
-        self._keep_alive = keep
-        self._rng_owner = rng_owner
+        self._owner = owner
+        self._program: Backward | None = None
 
     def _bind(self, node: Node, op: OpDef, ins: list[Info | None], attrs: dict):
         if node.op_type == "Dropout":
-            return _dropout_kernel(self._rng_owner, attrs)
+            return _dropout_kernel(self._owner, attrs)
         return bind_kernel(op, ins, attrs)
+
+    def prepare(self, feeds):
+        plan = super().prepare(feeds)
+        plan._bw, self._program = self._program, None
+        return plan
+
+    def _place(self, steps, slots, planned, template, infos):
+        bw, keep, grads, merges = self._owner._backward_program(steps, slots, infos)
+        first, last = self._lifetimes(steps, slots, keep)
+        gslot = {}
+        for s, (dt, shape, born, dies) in grads.items():
+            name = f"\0grad:{s}"
+            gslot[s] = slots[name] = len(template)
+            template.append(None)
+            planned[name] = (dt, shape)
+            first[gslot[s]], last[gslot[s]] = born, dies
+        owner = {gslot[s]: gslot[o] for s, o in merges.items()}
+        arena = self._assign(steps, slots, planned, template, first, last, owner)
+        bw.buffers = {s: template[g] for s, g in gslot.items()}
+        bw.steps = [(st, needs, saved, tuple(None if s is None else bw.buffers[s] for s in offer), merged)
+                    for st, needs, saved, offer, merged in bw.steps]
+        if bw.buffers:
+            bw.arena = _root(next(iter(bw.buffers.values())))
+        self._program = bw
+        return arena
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    while a.base is not None:
+        a = a.base
+    return a
 
 
 def _dropout_kernel(owner, attrs):
@@ -222,7 +268,7 @@ class GraphAutograd:
         self.stash: dict[str, str] = {}  # value -> its float16 copy, which backward reads instead
         if stash_float16 and all(p.dtype == np.float32 for p in self.params.values()):
             self._stash_float16(g, flow, taken)
-        self.session = _TrainSession(g, source, self._keep, self)
+        self.session = _TrainSession(g, source, self)
 
     def _stash_float16(self, g: Graph, flow: set[str], taken: set[str]) -> None:
         """Mixed precision: each activation backward reads is copied to float16 by a Cast right after its node,
@@ -298,15 +344,22 @@ class GraphAutograd:
             np.copyto(dst, new, casting="unsafe")
 
     def backward(self, plan: Plan, env: list, grad_output: np.ndarray) -> dict[str, np.ndarray]:
-        """Gradients of the trainable parameters, given the gradient of the loss at the chosen output (which is
-        copied, since rules may write into the gradients they are given: the caller's array is left alone)."""
-        bw = getattr(plan, "_bw", None)
-        if bw is None:  # worked out on a plan's first backward, and kept on the plan (evicted with it)
-            bw = plan._bw = self._prepare_backward(plan, env)
+        """Gradients of the trainable parameters, given the gradient of the loss at the chosen output (copied into
+        the plan's buffer for it: rules may write into the gradients they are given, the caller's array is left
+        alone). The parameters' gradients are the step's results: arrays of their own, never the arena."""
+        bw: Backward = plan._bw
+        if bw.error:
+            raise SporelingError(bw.error)
         opset = self.graph.opsets
-        grads: dict[int, np.ndarray] = {bw.output_slot: np.array(grad_output, copy=True)}
-        with np.errstate(all="ignore"):
-            for st, needs, saved in bw.steps:
+        grads: dict[int, np.ndarray] = {}
+        buf = bw.buffers.get(bw.output_slot)
+        if buf is not None:
+            np.copyto(buf, grad_output, casting="same_kind")
+            grads[bw.output_slot] = buf
+        else:
+            grads[bw.output_slot] = np.array(grad_output, copy=True)
+        with self.session._lock, np.errstate(all="ignore"):
+            for st, needs, saved, offer, merged in bw.steps:
                 gs = [grads.pop(o, None) if o >= 0 else None for o in st.outs]
                 if all(x is None for x in gs):
                     continue
@@ -318,7 +371,9 @@ class GraphAutograd:
                     version = max(version, 12)
                     ins = ins + [None] * (3 - len(ins))
                     ins[2] = np.array(self.training)
-                ctx = VJPContext(node.op_type, dict(node.attrs), ins, outs, gs, list(needs), version)
+                # a buffer is offered only while its value has no gradient yet (a rule may have given none before)
+                out = [b if b is not None and s not in grads else None for s, b in zip(st.ins, offer)]
+                ctx = VJPContext(node.op_type, dict(node.attrs), ins, outs, gs, list(needs), version, out)
                 try:
                     res = vjp_for(node.op_type)(ctx)
                 except SporelingError:
@@ -326,42 +381,52 @@ class GraphAutograd:
                 except Exception as e:
                     raise SporelingError(f"{self.source}: backward of {node.label()} failed: "
                                          f"{type(e).__name__}: {e}") from e
+                # the input whose gradient shares the output gradient's buffer goes last: the others may be
+                # views of that gradient, and must be read before it is overwritten
+                order = [k for k in range(len(res)) if k != merged] + ([merged] if 0 <= merged < len(res) else [])
                 returned: list[np.ndarray] = []
-                for s, want, gi in zip(st.ins, needs, res):
-                    if not want or gi is None:
-                        continue
-                    # every stored gradient is the backward pass's own, written by nothing else: a rule may
-                    # then write into the gradients it is given (see vjp.py), and sums accumulate in place.
-                    # Add hands views of one array to both inputs: the second gets a copy.
-                    if not gi.flags.writeable or any(np.may_share_memory(gi, r) for r in returned):
-                        gi = gi.copy()
-                    returned.append(gi)
-                    prev = grads.get(s)
-                    if prev is None:
-                        grads[s] = gi
-                    elif prev.shape == gi.shape and prev.dtype == gi.dtype:
-                        np.add(prev, gi, out=prev)
-                    else:
-                        grads[s] = prev + gi
+                for k in order:
+                    gi = res[k]
+                    if k < len(needs) and needs[k] and gi is not None:
+                        _store(grads, st.ins[k], gi, bw, returned)
         return {name: grads[slot] for name, slot in bw.wanted_params.items() if slot in grads}
 
-    def _prepare_backward(self, plan: Plan, env: list) -> Backward:
-        params = {plan.slots[n]: n for n in self.trainable if n in plan.slots}
+    def _backward_program(self, steps, slots: dict[str, int], infos: dict) -> tuple:
+        """The backward program of a plan being prepared (the steps that reach the loss, in reverse, with what
+        each reads and wants), and what the arena needs for it: until when each kept value is read (name ->
+        time), each planned gradient's (dtype, shape, first time, last time) by value slot, and which gradients
+        share their output gradient's buffer (value slot -> value slot). Times: forward steps 0..F-1, backward
+        steps F.. on."""
+        names = {s: n for n, s in slots.items()}
+        n_fwd = len(steps)
+
+        def info(s):
+            return infos.get(names.get(s, ""))
+
+        def may_be_float(s):  # unknown dtypes (kernels without shape inference) may carry a gradient
+            i = info(s)
+            return i is None or i.dtype is None or np.dtype(i.dtype) in FLOATS
+
+        params = {slots[n]: n for n in self.trainable if n in slots}
         requires = set(params)
         fwd = []
-        for st in plan.steps:
+        for st in steps:
             node = st.node
             skip = NONDIFF.get(node.op_type, frozenset())
-            needs = tuple(k < len(node.inputs) and k not in skip and s in requires and _is_float(env[s])
+            needs = tuple(k < len(node.inputs) and k not in skip and s in requires and may_be_float(s)
                           for k, s in enumerate(st.ins))
             if any(needs) and node.op_type not in NO_GRAD_OPS:
-                requires.update(o for o in st.outs if o >= 0 and _is_float(env[o]))
+                requires.update(o for o in st.outs if o >= 0 and may_be_float(o))
                 fwd.append((st, needs))
-        out_slot = plan.slots[self.output]
+        out_slot = slots[self.output]
+        stash = {slots[v]: slots[h] for v, h in self.stash.items() if v in slots and h in slots}
+        keep = dict.fromkeys(self._keep)
         if out_slot not in requires:
-            raise SporelingError(f"{self.source}: output '{self.output}' does not depend on any trainable parameter")
+            bw = Backward([], {}, out_slot, stash,
+                          f"{self.source}: output '{self.output}' does not depend on any trainable parameter")
+            return bw, {k: n_fwd for k in keep}, {}, {}
         need = {out_slot}
-        steps = []
+        order = []
         missing = set()
         for st, needs in reversed(fwd):
             if not any(o in need for o in st.outs):
@@ -374,15 +439,88 @@ class GraphAutograd:
             except SporelingError:
                 missing.add(st.node.op_type)
             need.update(s for s, w in zip(st.ins, needs) if w)
-            ins, outs = saved_positions(st.node.op_type, len(st.node.inputs), len(st.outs))
-            saved = frozenset(ins) | frozenset(len(st.node.inputs) + k for k in outs)
-            steps.append((st, needs, saved))
+            order.append((st, needs))
+        error = None
         if missing:
-            raise SporelingError(f"{self.source}: cannot train through ops without a backward rule: "
-                                 f"{', '.join(sorted(missing))}")
-        wanted = {n: s for s, n in params.items() if s in need}
-        stash = {plan.slots[v]: plan.slots[h] for v, h in self.stash.items() if v in plan.slots and h in plan.slots}
-        return Backward(steps, wanted, out_slot, stash)
+            error = f"{self.source}: cannot train through ops without a backward rule: {', '.join(sorted(missing))}"
+        # when each kept value is last read: by the backward step that reads it, else (running statistics,
+        # values of branches that do not reach the loss) at the end of the backward pass
+        end = n_fwd + len(order)
+        reads: dict[str, int] = {}
+        born: dict[int, int] = {out_slot: n_fwd}
+        dies: dict[int, int] = {}
+        program = []
+        for j, (st, needs) in enumerate(order):
+            t = n_fwd + j
+            node = st.node
+            ins, outs = saved_positions(node.op_type, len(node.inputs), len(st.outs))
+            saved = frozenset(ins) | frozenset(len(node.inputs) + k for k in outs)
+            for pos in saved:
+                s = st.ins[pos] if pos < len(node.inputs) else st.outs[pos - len(node.inputs)]
+                name = names.get(stash.get(s, s)) if s >= 0 else None
+                if name in keep:
+                    reads[name] = t  # backward order: the last step to read it comes last
+            for o in st.outs:
+                if o in need and o >= 0:
+                    dies.setdefault(o, t)
+            for s, w in zip(st.ins, needs):
+                if w and s not in params:
+                    born.setdefault(s, t)
+            program.append((st, needs, saved))
+        grads = {}
+        for s, t in dies.items():
+            i = info(s)
+            if (s in born and i is not None and i.dtype is not None and np.dtype(i.dtype) in FLOATS
+                    and i.shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in i.shape)):
+                grads[s] = (np.dtype(i.dtype), tuple(int(d) for d in i.shape), born[s], t)
+        merges: dict[int, int] = {}
+        steps_out = []
+        for j, (st, needs, saved) in enumerate(program):
+            t = n_fwd + j
+            merged = -1
+            o = st.outs[0] if st.outs else -1
+            for k in GRAD_IN_PLACE.get(st.node.op_type, ()):
+                s = st.ins[k] if k < len(st.ins) else -1
+                if (k < len(needs) and needs[k] and s in grads and o in grads and born[s] == t
+                        and grads[s][:2] == grads[o][:2] and s not in merges and st.ins.count(s) == 1):
+                    merges[s] = merges.get(o, o)
+                    merged = k
+                    break
+            offer = tuple(None if k == merged or not w or s not in grads or born[s] != t or st.ins.count(s) > 1
+                          else s for k, (s, w) in enumerate(zip(st.ins, needs)))
+            steps_out.append((st, needs, saved, offer, merged))
+        bw = Backward(steps_out, {n: s for s, n in params.items() if s in need}, out_slot, stash, error)
+        return bw, {name: reads.get(name, end) for name in keep}, grads, merges
+def _store(grads: dict, s: int, gi: np.ndarray, bw: Backward, returned: list) -> None:
+    """Adds a rule's gradient for value slot s: into the gradient s already has, else into s's arena buffer
+    (nothing to copy when the rule wrote it there, or handed on its output gradient planned there), else -- a
+    parameter's gradient, handed out as the step's result, or a value of unknown shape -- as an array of its
+    own: copied when it is read-only, lies in the arena, or shares memory with another of this step's results
+    (Add hands one array to both inputs)."""
+    prev = grads.get(s)
+    if prev is not None:
+        if prev.shape == gi.shape and prev.dtype == gi.dtype:
+            np.add(prev, gi, out=prev)
+        else:
+            grads[s] = prev + gi
+        return
+    buf = bw.buffers.get(s)
+    if buf is not None:
+        if not _same_array(gi, buf):
+            np.copyto(buf, gi, casting="same_kind")
+        grads[s] = buf
+        return
+    if (not gi.flags.writeable or (bw.arena is not None and np.may_share_memory(gi, bw.arena))
+            or any(np.may_share_memory(gi, r) for r in returned)):
+        gi = gi.copy()
+    returned.append(gi)
+    grads[s] = gi
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a is b's memory in b's layout (b contiguous): a rule wrote into the buffer, or passed it on."""
+    return (a.shape == b.shape and a.dtype == b.dtype and a.flags.c_contiguous
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 def _value(env: list, slot: int, saved: frozenset, position: int, stash: dict[int, int]):

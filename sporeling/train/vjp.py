@@ -11,6 +11,12 @@ gradient in place) or take it out of ctx.grads once used, so it is freed before 
 results (Conv does). A rule may return arrays sharing memory for two inputs (Add: views of its one
 gradient); the runtime copies one of them. Rules are NumPy, vectorised; they are checked against
 torch.autograd in tests/train.
+
+The training runtime plans the gradients of the graph's values in the arena with the activations, so
+ctx.out may offer, for input k, the arena buffer its gradient goes to: a rule may write the gradient
+there and return that buffer (no copy follows), or ignore it and return its own array, which is then
+copied in. An offered buffer never overlaps anything the rule reads. An op listed in GRAD_IN_PLACE gets
+no buffer for that input: its gradient is planned over the output's own gradient, which the rule hands on.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class VJPContext:
     grads: list[np.ndarray | None]
     needs: list[bool] = field(default_factory=list)
     opset: int = 17
+    out: list = field(default_factory=list)  # per input: the arena buffer its gradient goes to, or None
 
     def __post_init__(self):
         if not self.needs:
@@ -79,6 +86,23 @@ SAVES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "Dropout": ((1, 2), (1,)),
     "BatchNormalization": ((0, 1, 3, 4), _NONE),
 }
+
+
+# Ops whose rule usually hands input k its output's own gradient array, masked in place or reshaped (a view):
+# the planner puts that input's gradient in the output gradient's buffer, so nothing is copied. A hint only:
+# a rule that returns another array has it copied in.
+GRAD_IN_PLACE: dict[str, tuple[int, ...]] = {
+    **dict.fromkeys(("Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Neg", "LeakyRelu", "HardSigmoid",
+                     "HardSwish", "Gelu", "Identity", "Clip", "BatchNormalization", "Reshape", "Flatten",
+                     "Squeeze", "Unsqueeze", "Sub"), (0,)),
+    "Add": (0, 1),
+}
+
+
+def out_buffer(ctx: VJPContext, i: int, like: np.ndarray) -> np.ndarray | None:
+    """The arena buffer offered for input i's gradient, if any and if it has `like`'s shape and dtype."""
+    b = ctx.out[i] if i < len(ctx.out) else None
+    return b if b is not None and b.shape == like.shape and b.dtype == like.dtype else None
 
 
 def saved_positions(op_type: str, n_inputs: int, n_outputs: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

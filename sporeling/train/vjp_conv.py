@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ..ops.conv_transpose import transpose_geometry
-from .vjp import VJPContext, as_gradient, register_vjp, wanted
+from .vjp import VJPContext, as_gradient, out_buffer, register_vjp, wanted
 
 
 # ---- window geometry shared by Conv and the pools -----------------------------------------------
@@ -97,7 +97,7 @@ def _padded_extent(x_shape, begin, out_sp, kernel, strides, dil) -> list[int]:
 WHOLE_PATCHES_BYTES = 1 << 23
 
 
-def _conv_dense(x, w, ctx: VJPContext, ct, strides, dil, begin, want_x, want_w):
+def _conv_dense(x, w, ctx: VJPContext, ct, strides, dil, begin, want_x, want_w, gx_out=None):
     """groups = 1. Channels lead and batch x positions is one long axis (NP). The patches are tap-major
     (k, c, NP), so W's gradient is one GEMM (m x NP by NP x kc) and X's one GEMM (kc x m by m x NP) followed
     by k strided adds, in chunks of taps of at most WHOLE_PATCHES_BYTES (one tap at the least).
@@ -132,7 +132,11 @@ def _conv_dense(x, w, ctx: VJPContext, ct, strides, dil, begin, want_x, want_w):
             for j in range(chunk):
                 gxp[taps[t0 + j]] += part[j * c:(j + 1) * c].reshape((c, n) + tuple(out_sp))
         del part
-        gx = np.ascontiguousarray(np.moveaxis(gxp[lead + inner], 0, 1))
+        if gx_out is not None:
+            np.copyto(gx_out, np.moveaxis(gxp[lead + inner], 0, 1))
+            gx = gx_out
+        else:
+            gx = np.ascontiguousarray(np.moveaxis(gxp[lead + inner], 0, 1))
         del gxp
     if want_w:
         gw = np.empty((m, kk, c), dtype=ct)
@@ -165,7 +169,7 @@ def _phases(strides, dil, kernel, out_sp):
             for tap in np.ndindex(*kernel)]
 
 
-def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w):
+def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w, gx_out=None):
     """groups = channels, one filter each, sample by sample: what a tap touches stays in cache, and the padded
     copies are one sample's, not the batch's. Per tap, W's gradient is an einsum over a window of the padded
     input (no product tensor written) and X's gradient a scaled add. With a stride (and no dilation) the padded
@@ -188,7 +192,7 @@ def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w):
     plain = not phased and not any(begin) and full[1:] == tuple(x.shape[2:])  # the sample is its own padding
     spec = "c{0},c{0}->c".format("".join(chr(ord("h") + i) for i in range(nd)))
     gw = np.zeros((c,) + kernel, dtype=g.dtype) if want_w else None
-    gx = np.empty(x.shape, dtype=g.dtype) if want_x else None
+    gx = (np.empty(x.shape, dtype=g.dtype) if gx_out is None else gx_out) if want_x else None
     if want_w:
         xp = np.zeros(full, dtype=x.dtype)  # borders stay zero: only the interior is rewritten per sample
         xs = {ph: np.empty(xp[cut[ph]].shape, dtype=x.dtype) for ph in starts} if phased else {starts[0]: xp}
@@ -290,7 +294,7 @@ def _by_forward_conv(w_shape, c, m, strides, dil, begin, end) -> bool:
             and all(d == 1 for d in dil) and all(0 <= p <= 2 for p in list(begin) + list(end)))
 
 
-def _input_grad_by_forward_conv(g, w, begin, end, ct, groups: int = 1):
+def _input_grad_by_forward_conv(g, w, begin, end, ct, groups: int = 1, out=None):
     """For stride 1, X's gradient is the full convolution of g with W flipped and its channel axes swapped
     (depthwise: just flipped): a plain forward Conv with pads k - 1 - pad on each side."""
     from ..ops.conv import conv
@@ -299,7 +303,7 @@ def _input_grad_by_forward_conv(g, w, begin, end, ct, groups: int = 1):
     wf = np.flip(w, axis=(2, 3))
     wf = np.ascontiguousarray(wf if groups > 1 else wf.transpose(1, 0, 2, 3), dtype=ct)
     pads = [kk - 1 - b for kk, b in zip(k, begin)] + [kk - 1 - e for kk, e in zip(k, end)]
-    return conv(np.ascontiguousarray(g, dtype=ct), wf, pads=pads, group=groups)
+    return conv(np.ascontiguousarray(g, dtype=ct), wf, pads=pads, group=groups, out=out)
 
 
 @register_vjp("Conv")
@@ -318,6 +322,8 @@ def conv_vjp(ctx: VJPContext) -> list:
         res[2] = as_gradient(g.sum(axis=(0,) + tuple(range(2, g.ndim))), b)
     if min(begin) >= 0 and (groups == 1 or (groups == c == m and w.shape[1] == 1)):
         ct = np.promote_types(np.result_type(x, w, g), np.float32)
+        # X's gradient goes straight into the arena buffer the runtime offers, when it computes in x's dtype
+        gx_out = out_buffer(ctx, 0, x) if ct == x.dtype else None
         pointwise = all(k == 1 for k in kernel) and all(st == 1 for st in strides) and not any(begin) \
             and tuple(out_sp) == tuple(x.shape[2:])
         if groups == 1 and pointwise:
@@ -327,18 +333,20 @@ def conv_vjp(ctx: VJPContext) -> list:
                 x3 = x.reshape(n, c, -1).astype(ct, copy=False)
                 res[1] = as_gradient(np.matmul(g3, x3.transpose(0, 2, 1)).sum(axis=0), w)
             if wanted(ctx, 0):
-                res[0] = as_gradient(np.matmul(w.reshape(m, c).T.astype(ct, copy=False), g3), x)
+                w_t = w.reshape(m, c).T.astype(ct, copy=False)
+                res[0] = as_gradient(np.matmul(w_t, g3) if gx_out is None
+                                     else np.matmul(w_t, g3, out=gx_out.reshape(n, c, -1)).reshape(x.shape), x)
             return res
         if groups == 1:
             gx = None
             if wanted(ctx, 0) and _by_forward_conv(w.shape, c, m, strides, dil, begin, end):
-                gx = _input_grad_by_forward_conv(g, w, begin, end, ct)
+                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, out=gx_out)
             dense_x = wanted(ctx, 0) and gx is None
             if wanted(ctx, 1) and not dense_x and _per_image_weight_grad(c, m, kernel, out_sp):
                 gw, gx2 = _weight_grad_per_image(x, w, g, ct, strides, dil, begin, out_sp), None
             else:
                 del g  # _conv_dense takes the gradient out of ctx, to free it early
-                gx2, gw = _conv_dense(x, w, ctx, ct, strides, dil, begin, dense_x, wanted(ctx, 1))
+                gx2, gw = _conv_dense(x, w, ctx, ct, strides, dil, begin, dense_x, wanted(ctx, 1), gx_out)
             gx = gx2 if gx is None else gx
         else:
             gx = None
@@ -346,9 +354,9 @@ def conv_vjp(ctx: VJPContext) -> list:
                     and all(0 <= p < k for p, k in zip(list(begin) + list(end), kernel * 2)):
                 # stride 1: X's gradient is the depthwise conv of g with each filter flipped, which the forward
                 # kernel does 2-4x faster than the tap loop (MobileNetV2's shapes at batch 8)
-                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, groups=c)
+                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, groups=c, out=gx_out)
             gx2, gw = _conv_depthwise(x.astype(ct, copy=False), w.astype(ct, copy=False), g.astype(ct, copy=False),
-                                      strides, dil, begin, wanted(ctx, 0) and gx is None, wanted(ctx, 1))
+                                      strides, dil, begin, wanted(ctx, 0) and gx is None, wanted(ctx, 1), gx_out)
             gx = gx2 if gx is None else gx
         res[0] = as_gradient(gx, x) if wanted(ctx, 0) else None
         res[1] = as_gradient(gw, w) if wanted(ctx, 1) else None
@@ -426,7 +434,11 @@ def maxpool_vjp(ctx: VJPContext) -> list:
     # no adding
     tiled = xp is x and list(kernel) == list(strides) and all(d == 1 for d in dil) \
         and all(o * k == sz for o, k, sz in zip(out_sp, kernel, x.shape[2:]))
-    gxp = (np.empty if tiled else np.zeros)(x.shape[:2] + tuple(full), dtype=g.dtype)
+    gxp = out_buffer(ctx, 0, x) if xp is x and g.dtype == x.dtype else None  # the arena's buffer, if offered
+    if gxp is None:
+        gxp = (np.empty if tiled else np.zeros)(x.shape[:2] + tuple(full), dtype=g.dtype)
+    elif not tiled:
+        gxp.fill(0)
     found = np.zeros(g.shape, dtype=bool)
     hit = np.empty(g.shape, dtype=bool)
     part = None if tiled else np.empty(g.shape, dtype=g.dtype)

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .vjp import VJPContext, as_gradient, register_vjp, unbroadcast, wanted
+from .vjp import VJPContext, as_gradient, out_buffer, register_vjp, unbroadcast, wanted
 
 
 def _compute_dtype(dtype) -> np.dtype:
@@ -38,7 +38,11 @@ def matmul_vjp(ctx: VJPContext) -> list:
     g2 = g2[..., None, :] if a.ndim == 1 else g2
     ga = gb = None
     if wanted(ctx, 0):
-        ga = as_gradient(unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape), a)
+        buf = out_buffer(ctx, 0, a) if a.ndim >= 2 and np.result_type(g, b) == a.dtype else None
+        if buf is not None and np.broadcast_shapes(g2.shape[:-2], b2.shape[:-2]) == a.shape[:-2]:
+            ga = np.matmul(g2, np.swapaxes(b2, -1, -2), out=buf)  # no broadcast to undo: into the arena buffer
+        else:
+            ga = as_gradient(unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape), a)
     if wanted(ctx, 1):
         gb = as_gradient(unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape), b)
     return [ga, gb]
@@ -56,8 +60,12 @@ def gemm_vjp(ctx: VJPContext) -> list:
     res: list = [None, None, None][: len(ctx.inputs)]
     # each product in the orientation its input is stored in, so no transposed copy follows
     if wanted(ctx, 0):
-        ga = b_op @ g.T if ta else g @ b_op.T  # the gradient of A (of op(A) = A.T transposed when transA)
-        res[0] = as_gradient(ga if alpha == 1 else alpha * ga, a)
+        buf = out_buffer(ctx, 0, a) if not ta and alpha == 1 and np.result_type(g, b) == a.dtype else None
+        if buf is not None:
+            res[0] = np.matmul(g, b_op.T, out=buf)
+        else:
+            ga = b_op @ g.T if ta else g @ b_op.T  # the gradient of A (of op(A) = A.T transposed when transA)
+            res[0] = as_gradient(ga if alpha == 1 else alpha * ga, a)
     if wanted(ctx, 1):
         gb = g.T @ a_op if tb else a_op.T @ g
         res[1] = as_gradient(gb if alpha == 1 else alpha * gb, b)

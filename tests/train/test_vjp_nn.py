@@ -45,6 +45,12 @@ def check(op, inputs, attrs, torch_fn, *, opset=17, dtype=np.float64, tol=1e-6, 
     got = vjp_for(op)(VJPContext(op, dict(attrs), inputs, outputs, [None if g is None else g.copy() for g in grads],
                                   needs, opset=opset))
     assert len(got) == len(inputs)
+    # the same, offered arena buffers (vjp.py): a rule may write a gradient there and return it, or ignore them
+    offered = [np.full(x.shape, np.nan, x.dtype) if needs[i] else None for i, x in enumerate(inputs)]
+    again = vjp_for(op)(VJPContext(op, dict(attrs), inputs, outputs, [None if g is None else g.copy() for g in grads],
+                                    needs, opset=opset, out=offered))
+    for i in diff:
+        np.testing.assert_array_equal(again[i], got[i], err_msg=f"{op}: input {i} with an offered buffer")
     ts = [None if x is None else torch.tensor(x.astype(np.float64), requires_grad=i in diff)
           for i, x in enumerate(inputs)]
     outs = torch_fn(ts)
@@ -172,6 +178,30 @@ POOL = [
     ({"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, (1, 2, 8, 8)),
     ({"kernel_shape": [2, 2], "strides": [3, 3]}, (1, 2, 8, 7)),
 ]
+
+
+@pytest.mark.parametrize("op,attrs,xs,ws", [
+    ("Conv", {}, (3, 5, 6, 7), (4, 5, 1, 1)),  # pointwise
+    ("Conv", {"pads": [1, 1, 1, 1]}, (2, 16, 7, 6), (17, 16, 3, 3)),  # through the forward Conv
+    ("Conv", {"strides": [2, 1], "pads": [1, 0, 2, 1]}, (2, 3, 8, 7), (4, 3, 3, 2)),  # tap GEMMs
+    ("Conv", {"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}, (2, 4, 9, 8), (4, 1, 3, 3)),  # depthwise
+    ("Conv", {"group": 5, "pads": [2, 0, 1, 2]}, (2, 5, 7, 6), (5, 1, 3, 3)),  # depthwise, forward kernel
+    ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2]}, (2, 3, 8, 6), None),  # windows tile the input
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [1, 1]}, (2, 3, 7, 6), None),  # overlapping windows
+])
+def test_conv_and_maxpool_write_x_gradient_into_the_offered_buffer(op, attrs, xs, ws):
+    """The big rules write X's gradient straight into the arena buffer the runtime offers (no copy after), in
+    float32 as in float64; the values are those check() compares with torch."""
+    for dtype in (np.float32, np.float64):
+        ins = [_n(*xs).astype(dtype)] + ([] if ws is None else [_n(*ws, seed=1).astype(dtype)])
+        res = lookup(op, 17 if op == "Conv" else 12).kernel(*ins, **attrs)
+        ys = list(res) if isinstance(res, tuple) else [res]
+        g = np.random.default_rng(2).standard_normal(ys[0].shape).astype(dtype)
+        buf = np.full(xs, np.nan, dtype)
+        got = vjp_for(op)(VJPContext(op, dict(attrs), ins, ys, [g.copy()] + [None] * (len(ys) - 1), out=[buf, None]))
+        assert np.shares_memory(got[0], buf) and not np.isnan(buf).any()
+        plain = vjp_for(op)(VJPContext(op, dict(attrs), ins, ys, [g.copy()] + [None] * (len(ys) - 1)))
+        np.testing.assert_array_equal(got[0], plain[0])
 
 
 def _torch_pool_args(attrs):

@@ -1,0 +1,82 @@
+"""The training step's one arena: activations and the backward pass's gradients are placed together, the gradients
+over memory the forward pass has finished with; parameters' gradients are the step's results, never the arena."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sporeling.train import SGD, Trainer
+from sporeling.train.zoo import lenet5, small_cnn
+
+
+def _batch(n: int, seed: int = 0):
+    r = np.random.default_rng(seed)
+    return r.standard_normal((n, 1, 28, 28)).astype(np.float32), r.integers(0, 10, n)
+
+
+def _trained_plan(graph, n=16, **kw):
+    t = Trainer(graph, loss="cross_entropy", optimizer=SGD(lr=0.01, momentum=0.9), seed=0, **kw)
+    x, y = _batch(n)
+    t.step(x, y)
+    plans = list(t.autograd.session._plans.values())
+    assert len(plans) == 1
+    return t, plans[0]
+
+
+def _range(a: np.ndarray, base: int) -> tuple[int, int]:
+    start = a.__array_interface__["data"][0] - base
+    return start, start + a.nbytes
+
+
+def test_gradients_are_planned_in_the_activations_arena():
+    t, plan = _trained_plan(lenet5())
+    bw = plan._bw
+    # every value between the loss and the first trainable layer has its gradient planned: LeNet-5's 14 nodes
+    # less the first Conv's input (the data, which needs none)
+    assert len(bw.buffers) >= 12
+    views = [v for v in plan.template if isinstance(v, np.ndarray) and v.base is not None and v.size]
+    arena = bw.arena
+    assert all(np.shares_memory(b, arena) for b in bw.buffers.values())
+    # the activations are views of that same arena: one allocation for the whole step
+    activations = [v for v in views if not any(v is b for b in bw.buffers.values())]
+    assert activations and all(np.shares_memory(v, arena) for v in activations)
+    assert arena.nbytes >= plan.arena.arena_size
+
+
+def test_gradients_reuse_memory_the_forward_pass_is_done_with():
+    t, plan = _trained_plan(small_cnn(), n=32)
+    bw = plan._bw
+    base = bw.arena.__array_interface__["data"][0]
+    grads = [_range(b, base) for b in bw.buffers.values() if b.nbytes]
+    fwd = [_range(v, base) for v in plan.template if isinstance(v, np.ndarray) and v.base is not None and v.size
+           and not any(v is b for b in bw.buffers.values())]
+    over = sum(g1 - g0 for g0, g1 in grads if any(f0 < g1 and g0 < f1 for f0, f1 in fwd))
+    total = sum(g1 - g0 for g0, g1 in grads)
+    assert over >= 0.5 * total, f"only {over} of {total} gradient bytes lie over forward values"
+    # and the arena is well below what allocating every activation and gradient apart would take
+    assert plan.arena.arena_size < 0.7 * plan.arena.total_size
+
+
+def test_a_frozen_backbone_plans_no_gradient_below_the_head():
+    t, plan = _trained_plan(lenet5(), trainable=["fc3.*"])
+    bw = plan._bw
+    assert [st.node.op_type for st, *_ in bw.steps] == ["Gemm"]
+    assert len(bw.buffers) == 1  # the logits' gradient, and nothing below fc3
+    assert sorted(t.get_gradients()) == ["fc3.bias", "fc3.weight"]
+
+
+def test_parameter_gradients_are_results_that_outlive_the_next_step():
+    t, plan = _trained_plan(lenet5())
+    x, y = _batch(16, seed=1)
+    _, first = t.compute_gradients(x, y)
+    kept = {k: v.copy() for k, v in first.items()}
+    assert not any(np.shares_memory(g, plan._bw.arena) for g in first.values())
+    x2, y2 = _batch(16, seed=2)
+    _, second = t.compute_gradients(x2, y2)
+    for k in kept:
+        np.testing.assert_array_equal(first[k], kept[k])  # the next step wrote nothing over them
+        assert not np.array_equal(second[k], kept[k])
+    # and the same batch again gives the same gradients: nothing left over in the arena changes them
+    _, again = t.compute_gradients(x, y)
+    for k in kept:
+        np.testing.assert_array_equal(again[k], kept[k])

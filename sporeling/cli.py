@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="how weights round to their levels (default nearest); gptq, with --calib, spreads each "
                    "rounding error over the layer's other inputs as the calibration inputs weigh them (give it "
                    "dozens of samples: with a few it fits them and does worse on others)")
+    p.add_argument("--feedback", action="append", default=None, metavar="OUT=IN",
+                   help="a recurrent model's state: output OUT is fed back into input IN, and the search judges "
+                   "the model over a stream of inputs (--calib in its order, or 16 random ones from a zero state). "
+                   "Found by itself where an output matches an input's shape and name (Silero's stateN=state)")
+    p.add_argument("--no-feedback", action="store_true", help="judge every sample input on its own")
     p.add_argument("--report", metavar="report.json", help="also write the report as JSON (atomically)")
     p.add_argument("--plot", metavar="curve.png",
                    help="draw every allocation the mixed search measured, size against output cosine "
@@ -240,11 +245,30 @@ def cmd_compress(args) -> int:
                       target_size=args.target_size, bias_correction=not args.no_bias_correction,
                       entropy=not args.no_entropy, per_tensor=args.per_tensor, min_size=args.min_size,
                       input_shapes=parse_shapes(args.input_shape), inputs=dict(map(_input_value, args.input)),
-                      calib=args.calib, rounding=args.rounding, plot=args.plot)
+                      calib=args.calib, rounding=args.rounding, feedback=_feedback_arg(args), plot=args.plot)
     if args.report:
         text = json.dumps(report, indent=1).encode()
         atomic_write(args.report, lambda f: f.write(text))
     return 0
+
+
+def _feedback_arg(args) -> dict[str, str] | None:
+    """--feedback OUT=IN pairs, {} for --no-feedback, None to let compress find them."""
+    from .errors import SporelingError
+
+    if args.no_feedback:
+        if args.feedback:
+            raise SporelingError("compress: --feedback and --no-feedback contradict each other")
+        return {}
+    if not args.feedback:
+        return None
+    pairs = {}
+    for spec in args.feedback:
+        out, _, inp = spec.partition("=")
+        if not out or not inp:
+            raise SporelingError(f"--feedback '{spec}': expected OUT=IN (an output fed back into an input)")
+        pairs[out] = inp
+    return pairs
 
 
 def _input_value(spec: str):

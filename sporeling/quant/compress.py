@@ -33,8 +33,8 @@ from ..format.codecs_quant import encode_half
 from ..ir import Graph
 from ..tools import human_bytes
 from .encode import channel_axes, encode, quantize_tensor
-from .judge import (load_calibration, output_cosines, sample_feeds, symbolic_inputs, symbolic_note,
-                    worst_mean_agreement)
+from .judge import (STREAM_SAMPLES, feedback_pairs, load_calibration, output_cosines, run_stream, sample_feeds,
+                    stream_feeds, symbolic_inputs, symbolic_note, worst_mean_agreement)
 from .quantize import MIN_QUANT_WEIGHT_SIZE, should_quantize
 
 METHODS = ("mixed", "original", "fixed")
@@ -46,7 +46,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
              entropy: bool = True, per_tensor: bool = False, min_size: int | None = None,
              input_shapes: dict[str, tuple[int, ...]] | None = None, inputs: dict[str, Any] | None = None,
              samples: int = 4, calib: str | os.PathLike | list[dict] | None = None, rounding: str | None = None,
-             plot: str | None = None,
+             feedback: dict[str, str] | None = None, plot: str | None = None,
              check: bool = True, verbose: bool = True, stream: IO[str] | None = None) -> dict[str, Any]:
     """Compresses `src` into the .spore file `dst`; returns the report (see the module docstring).
     target_size: MB (10**6 bytes) for the whole file; the mixed method then minimises output error within it.
@@ -57,6 +57,10 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     rounding: "nearest" (the default), or "gptq" with calib and the mixed method: GPTQ on the calibration
     inputs' layer statistics. It reaches the target with coarser levels on the calibration inputs, and
     fits them: with a handful of samples, other inputs lose more than they gain (benchmarks/README.md).
+    feedback: a recurrent model's state, output name -> input name, that the searches carry from one sample
+    input to the next, judging the model over a stream as it runs (the calibration inputs in their order, or
+    STREAM_SAMPLES random ones from a zero state). None (the default) finds it (judge.feedback_pairs: Silero's
+    stateN -> state); {} judges every input on its own.
     plot: a .png of every allocation the search measured (size against output agreement)."""
     from ..format import save_spore
     from ..model import load_graph
@@ -96,7 +100,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
                                  f"alone take {fixed_bytes / MB:.3f} MB")
         feeds = load_calibration(calib)
         quantized, summary = _search(method, graph, weights, chosen, target_cosine, budget, bias_correction,
-                                     input_shapes or {}, inputs, samples, feeds, rounding, say)
+                                     input_shapes or {}, inputs, samples, feeds, rounding, feedback, say)
         for p in summary.get("curve", []):
             p["file_bytes"] = p["code_bytes"] + fixed_bytes
     layers, encoded = [], {}
@@ -162,10 +166,11 @@ def _check_options(method: str, bits: int, target_cosine: float, target_size: fl
 
 def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: dict[str, int | None],
             target_cosine: float, budget: float | None, bias_correction: bool, shapes: dict, inputs: dict | None,
-            samples: int, calib: list[dict] | None, rounding: str, say) -> tuple[dict, dict]:
-    """The mixed-bit searches, judged by worst_mean_agreement on the sample inputs: "mixed" allocates
-    levels globally by sensitivity (allocate.py), "original" holds every tensor to one tuned error target
-    (mixed.py)."""
+            samples: int, calib: list[dict] | None, rounding: str, feedback: dict | None,
+            say) -> tuple[dict, dict]:
+    """The mixed-bit searches, judged by worst_mean_agreement on the sample inputs (a recurrent model's as a
+    stream, its state fed back): "mixed" allocates levels globally by sensitivity (allocate.py), "original"
+    holds every tensor to one tuned error target (mixed.py)."""
     from ..model import Model
     from .allocate import UNREACHED_LEVELS, Candidates, allocate
     from .mixed import TensorSearch, decoded, tune, with_weights
@@ -175,31 +180,48 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     loose = [] if calib else symbolic_inputs(reference.inputs, shapes, inputs)
     if loose:
         say(symbolic_note(loose))
-    try:
-        expected = [reference.run(f) for f in feeds]
-    except SporelingError as e:
+    def failed(e: SporelingError):
         sizes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feeds[0].items())
         what = "the calibration inputs" if calib else "random inputs"
-        raise type(e)(f"compress: the {method} search runs the model on {what} ({sizes}), and it failed; "
-                      f"give inputs or input shapes (--calib, --input, --input-shape) that fit it, or use "
-                      f"--method fixed: {e}") from e
+        return type(e)(f"compress: the {method} search runs the model on {what} ({sizes}), and it failed; "
+                       f"give inputs or input shapes (--calib, --input, --input-shape) that fit it, or use "
+                       f"--method fixed: {e}")
+
+    try:
+        first = reference.run(feeds[0])
+    except SporelingError as e:
+        raise failed(e) from e
+    pairs = _feedback(feedback, feeds[0], first)
+    if pairs:  # a stream from a zero state (random samples) or from the first calibration input's state
+        if not calib and len(feeds) < STREAM_SAMPLES:
+            feeds = sample_feeds(reference, shapes, STREAM_SAMPLES, inputs)
+        states = set(pairs.values())
+        feeds = [{**feeds[0], **({} if calib else {k: np.zeros_like(feeds[0][k]) for k in states})}] + \
+            [{k: v for k, v in f.items() if k not in states} for f in feeds[1:]]
+    try:
+        expected = run_stream(reference, feeds, pairs)
+    except SporelingError as e:
+        raise failed(e) from e
 
     def score(qs) -> float:
         model = Model(with_weights(graph, {n: decoded(q, weights[n].dtype) for n, q in qs.items()}),
                       "candidate")
-        return worst_mean_agreement(expected, [model.run(f) for f in feeds])
+        return worst_mean_agreement(expected, run_stream(model, feeds, pairs))
 
     goal = f"least output error within {budget / 1024:.0f} KiB of codes" if budget is not None else \
         f"output cosine >= {target_cosine}"
+    stream = f", as a stream feeding {', '.join(f'{o} into {i}' for o, i in pairs.items())}" if pairs else ""
     say(f"{method} search over {len(chosen)} tensors, for {goal} on {len(feeds)} "
-        f"{'calibration' if calib else 'random'} inputs")
+        f"{'calibration' if calib else 'random'} inputs{stream}")
     progress = lambda s: say("  " + s)  # noqa: E731
-    summary: dict[str, Any] = {"method": method, "target_cosine": target_cosine, "rounding": rounding}
+    summary: dict[str, Any] = {"method": method, "target_cosine": target_cosine, "rounding": rounding,
+                               "feedback": pairs}
     if method == "original":
         searches = {n: TensorSearch(weights[n], a, bias_correction) for n, a in chosen.items()}
         summary["target_error"], quantized, worst = tune(searches, score, target_cosine, progress=progress)
     else:
-        rounders = _gptq_rounders(graph, chosen, calib, bias_correction, say) if rounding == "gptq" else {}
+        rounders = _gptq_rounders(graph, chosen, stream_feeds(reference, feeds, pairs), bias_correction, say) \
+            if rounding == "gptq" else {}
         cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n)) for n, a in chosen.items()}
         found = allocate(cands, score, target_cosine, progress=progress, budget=budget)
         quantized, worst = found.quantized, found.value
@@ -215,6 +237,17 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     elif not summary["met"]:
         say(f"  even the finest levels leave the worst cosine at {worst:.5f} < {target_cosine}")
     return quantized, summary
+
+
+def _feedback(feedback: dict | None, feed: dict, out: dict) -> dict[str, str]:
+    """The state pairs (output -> input) to carry: found from one run when not given, checked when given."""
+    if feedback is None:
+        return feedback_pairs(feed, out)
+    for o, i in feedback.items():
+        if o not in out or i not in feed:
+            raise SporelingError(f"compress: feedback {o}={i} needs an output {o!r} and an input {i!r} (outputs: "
+                                 f"{', '.join(out)}; inputs: {', '.join(feed)})")
+    return dict(feedback)
 
 
 def _gptq_rounders(graph: Graph, chosen: dict, calib: list[dict], bias_correction: bool, say) -> dict:

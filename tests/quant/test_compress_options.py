@@ -26,14 +26,18 @@ def chain_graph() -> Graph:
                  [ValueInfo("y", np.dtype(np.float32), (1, 32, 10, 10))], inits, opsets={"": 17})
 
 
-@pytest.fixture(scope="module")
-def chain_onnx(tmp_path_factory):
+def _exported(graph: Graph, tmp_path_factory, name: str):
     pytest.importorskip("onnx")
     from sporeling.frontends.onnx_export import export_onnx
 
-    path = tmp_path_factory.mktemp("chain") / "chain.onnx"
-    export_onnx(chain_graph(), path)
+    path = tmp_path_factory.mktemp(name) / f"{name}.onnx"
+    export_onnx(graph, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def chain_onnx(tmp_path_factory):
+    return _exported(chain_graph(), tmp_path_factory, "chain")
 
 
 def test_target_size_trades_error_for_bytes(chain_onnx, tmp_path):
@@ -262,12 +266,7 @@ def test_feedback_pairs_match_state_outputs_to_inputs_by_shape_and_name():
 
 @pytest.fixture(scope="module")
 def rnn_onnx(tmp_path_factory):
-    pytest.importorskip("onnx")
-    from sporeling.frontends.onnx_export import export_onnx
-
-    path = tmp_path_factory.mktemp("rnn") / "rnn.onnx"
-    export_onnx(rnn_graph(), path)
-    return path
+    return _exported(rnn_graph(), tmp_path_factory, "rnn")
 
 
 def test_a_recurrent_model_is_judged_over_a_stream_of_its_own_state(rnn_onnx, tmp_path):

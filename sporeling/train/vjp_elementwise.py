@@ -26,20 +26,34 @@ def _grad(ctx: VJPContext, i: int = 0) -> np.ndarray:
     return np.zeros_like(ctx.outputs[i]) if g is None else g
 
 
+# In-place rules compute their local derivative (ReLU's mask, Sigmoid's y(1 - y)) for blocks of samples of
+# about this many elements, so its temporaries stay a block instead of the whole tensor
+BLOCK_ELEMENTS = 1 << 20
+
+
+def _sample_blocks(shape: tuple) -> list:
+    """Slices along the first axis, each about BLOCK_ELEMENTS elements (one slice for a small tensor)."""
+    if not shape or math.prod(shape) <= BLOCK_ELEMENTS:
+        return [slice(None)]
+    step = max(1, BLOCK_ELEMENTS // max(1, math.prod(shape[1:])))
+    return [slice(i, i + step) for i in range(0, shape[0], step)]
+
+
 def _unary(ctx: VJPContext, dydx) -> list:
     """Rules of one-input ops: g * dy/dx, with dydx(x, y) the local derivative, multiplied into g itself
-    when it has the result's dtype and shape (it is the rule's to write, see vjp.py): no new array."""
+    when it has the result's dtype and shape (it is the rule's to write, see vjp.py): no new array, and the
+    derivative taken a block of samples at a time."""
     if not wanted(ctx, 0):
         return [None]
-    x = ctx.inputs[0]
+    x, y = ctx.inputs[0], ctx.outputs[0]
     g = ctx.grads[0] if ctx.grads else None
-    d = dydx(x, ctx.outputs[0])
-    if (g is not None and g.flags.writeable and g.dtype == x.dtype and g.shape == x.shape
-            and np.result_type(g, d) == g.dtype):
+    if (g is not None and g.flags.writeable and g.dtype == x.dtype and g.shape == x.shape == y.shape and g.ndim
+            and np.result_type(g, dydx(x[:0], y[:0])) == g.dtype):
         ctx.grads[0] = None
-        np.multiply(g, d, out=g)
+        for blk in _sample_blocks(g.shape):
+            np.multiply(g[blk], dydx(x[blk], y[blk]), out=g[blk])
         return [g]
-    return [as_gradient(_grad(ctx) * d, x)]
+    return [as_gradient(_grad(ctx) * dydx(x, y), x)]
 
 
 def _binary(ctx: VJPContext, ga, gb) -> list:
@@ -135,10 +149,11 @@ def _clip(ctx):
     g = _grad(ctx)
     bounds = wanted(ctx, 1) or wanted(ctx, 2)
     if wanted(ctx, 0) and not bounds and g is ctx.grads[0] and g.flags.writeable and g.dtype == y.dtype:
-        # the usual case (ReLU6): the gradient is the rule's own (vjp.py), masked in place one bound at a time,
-        # so the only temporary is one boolean mask
-        np.multiply(g, y > lo, out=g)
-        np.multiply(g, y < hi, out=g)
+        # the usual case (ReLU6): the gradient is the rule's own (vjp.py), masked in place one bound at a time
+        # and a block of samples at a time, so the only temporary is a block's boolean mask
+        for blk in _sample_blocks(g.shape):
+            np.multiply(g[blk], y[blk] > lo, out=g[blk])
+            np.multiply(g[blk], y[blk] < hi, out=g[blk])
         return [g] + [None] * (len(ctx.inputs) - 1)
     inside = (y > lo) & (y < hi)
     res = [as_gradient(g * inside, ctx.inputs[0]) if wanted(ctx, 0) else None]

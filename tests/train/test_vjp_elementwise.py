@@ -236,3 +236,26 @@ def test_inputs_not_needed_get_none():
     ctx = VJPContext("Concat", {"axis": 0}, [a, a], [np.concatenate([a, a])], [np.ones((4, 3))], needs=[True, False])
     g0, g1 = vjp_for("Concat")(ctx)
     assert g1 is None and g0.shape == a.shape
+
+
+@pytest.mark.parametrize("op,attrs,tfn", [
+    ("Relu", {}, torch.relu),
+    ("Sigmoid", {}, torch.sigmoid),
+    ("Clip", {}, lambda t: torch.clamp(t, 0.0, 6.0)),  # ReLU6, from its output alone
+])
+def test_in_place_rules_take_blocks_of_samples(monkeypatch, op, attrs, tfn):
+    """A big gradient is masked in place a block of samples at a time (the mask stays a block): the same
+    gradient as torch's, with blocks of 1 and of 2 samples of 7 (the last block short)."""
+    x = _rng(3).standard_normal((7, 3, 4, 5)) * 4
+    ins = [x] + ([np.array(0.0), np.array(6.0)] if op == "Clip" else [])
+    y = _forward(op, ins, attrs, 13)[0]
+    g = _rng(4).standard_normal(y.shape)
+    tx = torch.tensor(x, requires_grad=True)
+    (want,) = torch.autograd.grad((tfn(tx) * torch.tensor(g)).sum(), [tx])
+    for block in (60, 120):  # elements: one sample is 60
+        monkeypatch.setattr(sporeling.train.vjp_elementwise, "BLOCK_ELEMENTS", block)
+        own = g.copy()
+        got = vjp_for(op)(VJPContext(op, dict(attrs), ins, [y], [own], needs=[True] + [False] * (len(ins) - 1),
+                                     opset=13))[0]
+        assert got is own  # in place, in the gradient the rule was given
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-12)

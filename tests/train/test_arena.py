@@ -80,3 +80,20 @@ def test_parameter_gradients_are_results_that_outlive_the_next_step():
     _, again = t.compute_gradients(x, y)
     for k in kept:
         np.testing.assert_array_equal(again[k], kept[k])
+
+
+def test_each_batch_shape_gets_its_own_plan_and_arena():
+    """A short last batch prepares a second plan (its own arena and gradient buffers); going back to the full
+    batch reuses the first, and each gives the gradients a fresh trainer gives on that batch alone."""
+    t = Trainer(lenet5(), loss="cross_entropy", optimizer=SGD(lr=0.01), seed=0)
+    (x, y), (x5, y5) = _batch(16), _batch(5, seed=3)
+    _, full = t.compute_gradients(x, y)
+    _, short = t.compute_gradients(x5, y5)
+    _, again = t.compute_gradients(x, y)
+    plans = list(t.autograd.session._plans.values())
+    assert len(plans) == 2 and plans[0]._bw.arena is not plans[1]._bw.arena
+    fresh = Trainer(lenet5(), loss="cross_entropy", optimizer=SGD(lr=0.01), seed=0)
+    _, alone = fresh.compute_gradients(x5, y5)
+    for k in full:
+        np.testing.assert_array_equal(again[k], full[k])
+        np.testing.assert_array_equal(short[k], alone[k])

@@ -420,7 +420,7 @@ class GraphAutograd:
                 fwd.append((st, needs))
         out_slot = slots[self.output]
         stash = {slots[v]: slots[h] for v, h in self.stash.items() if v in slots and h in slots}
-        keep = dict.fromkeys(self._keep)
+        keep = self._keep
         if out_slot not in requires:
             bw = Backward([], {}, out_slot, stash,
                           f"{self.source}: output '{self.output}' does not depend on any trainable parameter")

@@ -116,7 +116,7 @@ def _bn_training(node: Node, opset: int, taken: set[str]) -> tuple[str, str]:
 @dataclass
 class Backward:
     """A plan's backward program, worked out with the plan: the forward and backward passes share its arena."""
-    steps: list  # (step, diff input flags, saved positions, offered buffers, merged position), reverse order
+    steps: list  # (step, diff flags, saved positions, offered buffers, merged position, widened), reverse order
     wanted_params: dict[str, int]  # trainable parameter -> slot
     output_slot: int
     stash: dict[int, int]  # slot of a value -> slot of its float16 copy (mixed precision)
@@ -150,20 +150,26 @@ class _TrainSession(Session):
         return plan
 
     def _place(self, steps, slots, planned, template, infos):
-        bw, keep, grads, merges = self._owner._backward_program(steps, slots, infos)
+        bw, keep, grads, merges, widen = self._owner._backward_program(steps, slots, infos)
         first, last = self._lifetimes(steps, slots, keep)
-        gslot = {}
-        for s, (dt, shape, born, dies) in grads.items():
-            name = f"\0grad:{s}"
-            gslot[s] = slots[name] = len(template)
+
+        def add(name, dt, shape, born, dies) -> int:
+            slot = slots[name] = len(template)
             template.append(None)
             planned[name] = (dt, shape)
-            first[gslot[s]], last[gslot[s]] = born, dies
+            first[slot], last[slot] = born, dies
+            return slot
+
+        gslot = {s: add(f"\0grad:{s}", *spec) for s, spec in grads.items()}
+        wslot = {key: add(f"\0widen:{key[0]}:{key[1]}", dt, shape, t, t) for key, (dt, shape, t) in widen.items()}
         owner = {gslot[s]: gslot[o] for s, o in merges.items()}
         arena = self._assign(steps, slots, planned, template, first, last, owner)
         bw.buffers = {s: template[g] for s, g in gslot.items()}
-        bw.steps = [(st, needs, saved, tuple(None if s is None else bw.buffers[s] for s in offer), merged)
-                    for st, needs, saved, offer, merged in bw.steps]
+        widened: dict[int, dict] = {}
+        for (j, pos), w in wslot.items():
+            widened.setdefault(j, {})[pos] = template[w]
+        bw.steps = [(st, needs, saved, tuple(None if s is None else bw.buffers[s] for s in offer), merged,
+                     widened.get(j, {})) for j, (st, needs, saved, offer, merged, _) in enumerate(bw.steps)]
         if bw.buffers:
             bw.arena = _root(next(iter(bw.buffers.values())))
         self._program = bw
@@ -359,13 +365,13 @@ class GraphAutograd:
         else:
             grads[bw.output_slot] = np.array(grad_output, copy=True)
         with self.session._lock, np.errstate(all="ignore"):
-            for st, needs, saved, offer, merged in bw.steps:
+            for st, needs, saved, offer, merged, widened in bw.steps:
                 gs = [grads.pop(o, None) if o >= 0 else None for o in st.outs]
                 if all(x is None for x in gs):
                     continue
                 node = st.node
-                ins = [_value(env, s, saved, k, bw.stash) for k, s in enumerate(st.ins[: len(node.inputs)])]
-                outs = [_value(env, o, saved, len(ins) + k, bw.stash) for k, o in enumerate(st.outs)]
+                ins = [_value(env, s, saved, k, bw.stash, widened) for k, s in enumerate(st.ins[: len(node.inputs)])]
+                outs = [_value(env, o, saved, len(ins) + k, bw.stash, widened) for k, o in enumerate(st.outs)]
                 version = opset.get(node.domain or "", 1)
                 if node.op_type == "Dropout":
                     version = max(version, 12)
@@ -394,9 +400,10 @@ class GraphAutograd:
     def _backward_program(self, steps, slots: dict[str, int], infos: dict) -> tuple:
         """The backward program of a plan being prepared (the steps that reach the loss, in reverse, with what
         each reads and wants), and what the arena needs for it: until when each kept value is read (name ->
-        time), each planned gradient's (dtype, shape, first time, last time) by value slot, and which gradients
-        share their output gradient's buffer (value slot -> value slot). Times: forward steps 0..F-1, backward
-        steps F.. on."""
+        time), each planned gradient's (dtype, shape, first time, last time) by value slot, which gradients
+        share their output gradient's buffer (value slot -> value slot), and under mixed precision the float32
+        buffer each float16 copy a rule reads is widened into ((step index, position) -> (dtype, shape, time)).
+        Times: forward steps 0..F-1, backward steps F.. on."""
         names = {s: n for n, s in slots.items()}
         n_fwd = len(steps)
 
@@ -424,7 +431,7 @@ class GraphAutograd:
         if out_slot not in requires:
             bw = Backward([], {}, out_slot, stash,
                           f"{self.source}: output '{self.output}' does not depend on any trainable parameter")
-            return bw, {k: n_fwd for k in keep}, {}, {}
+            return bw, {k: n_fwd for k in keep}, {}, {}, {}
         need = {out_slot}
         order = []
         missing = set()
@@ -449,6 +456,7 @@ class GraphAutograd:
         reads: dict[str, int] = {}
         born: dict[int, int] = {out_slot: n_fwd}
         dies: dict[int, int] = {}
+        widen: dict[tuple[int, int], tuple] = {}
         program = []
         for j, (st, needs) in enumerate(order):
             t = n_fwd + j
@@ -460,6 +468,8 @@ class GraphAutograd:
                 name = names.get(stash.get(s, s)) if s >= 0 else None
                 if name in keep:
                     reads[name] = t  # backward order: the last step to read it comes last
+                if s in stash and _static(info(s)):
+                    widen[(j, pos)] = (np.dtype(np.float32), tuple(int(d) for d in info(s).shape), t)
             for o in st.outs:
                 if o in need and o >= 0:
                     dies.setdefault(o, t)
@@ -470,8 +480,7 @@ class GraphAutograd:
         grads = {}
         for s, t in dies.items():
             i = info(s)
-            if (s in born and i is not None and i.dtype is not None and np.dtype(i.dtype) in FLOATS
-                    and i.shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in i.shape)):
+            if s in born and _static(i) and np.dtype(i.dtype) in FLOATS:
                 grads[s] = (np.dtype(i.dtype), tuple(int(d) for d in i.shape), born[s], t)
         merges: dict[int, int] = {}
         steps_out = []
@@ -488,9 +497,15 @@ class GraphAutograd:
                     break
             offer = tuple(None if k == merged or not w or s not in grads or born[s] != t or st.ins.count(s) > 1
                           else s for k, (s, w) in enumerate(zip(st.ins, needs)))
-            steps_out.append((st, needs, saved, offer, merged))
+            steps_out.append((st, needs, saved, offer, merged, None))
         bw = Backward(steps_out, {n: s for s, n in params.items() if s in need}, out_slot, stash, error)
-        return bw, {name: reads.get(name, end) for name in keep}, grads, merges
+        return bw, {name: reads.get(name, end) for name in keep}, grads, merges, widen
+
+
+def _static(info) -> bool:
+    """Whether a value's dtype and shape are known when the plan is prepared."""
+    return (info is not None and info.dtype is not None and info.shape is not None
+            and all(isinstance(d, (int, np.integer)) and d >= 0 for d in info.shape))
 def _store(grads: dict, s: int, gi: np.ndarray, bw: Backward, returned: list) -> None:
     """Adds a rule's gradient for value slot s: into the gradient s already has, else into s's arena buffer
     (nothing to copy when the rule wrote it there, or handed on its output gradient planned there), else -- a
@@ -523,15 +538,19 @@ def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
             and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
-def _value(env: list, slot: int, saved: frozenset, position: int, stash: dict[int, int]):
-    """A forward value for a backward rule: the value itself if the rule reads it (widened from its float16
-    copy under mixed precision), otherwise a stand-in of its shape and dtype that costs no memory (the arena
-    may have reused the value's buffer by now)."""
+def _value(env: list, slot: int, saved: frozenset, position: int, stash: dict[int, int], widened: dict):
+    """A forward value for a backward rule: the value itself if the rule reads it (under mixed precision widened
+    from its float16 copy, into the arena buffer planned for it at this step), otherwise a stand-in of its shape
+    and dtype that costs no memory (the arena may have reused the value's buffer by now)."""
     if slot < 0:
         return None
     v = env[slot]
     if position in saved and slot in stash:
-        return env[stash[slot]].astype(np.float32)
+        buf = widened.get(position)
+        if buf is None:
+            return env[stash[slot]].astype(np.float32)
+        np.copyto(buf, env[stash[slot]])
+        return buf
     if position in saved or not isinstance(v, np.ndarray):
         return v
     return np.broadcast_to(np.zeros((), v.dtype), v.shape)

@@ -97,3 +97,18 @@ def test_each_batch_shape_gets_its_own_plan_and_arena():
     for k in full:
         np.testing.assert_array_equal(again[k], full[k])
         np.testing.assert_array_equal(short[k], alone[k])
+
+
+def test_mixed_precision_widens_float16_copies_into_the_arena():
+    """Under mixed precision backward reads float16 copies; each is widened to float32 into an arena buffer
+    planned for the one step that reads it, giving the gradients a fresh float32 array would."""
+    t, plan = _trained_plan(lenet5(), precision="mixed")
+    bw = plan._bw
+    widened = [b for *_, w in bw.steps for b in w.values()]
+    assert widened and all(b.dtype == np.float32 and np.shares_memory(b, bw.arena) for b in widened)
+    x, y = _batch(16, seed=1)
+    _, planned = t.compute_gradients(x, y)
+    bw.steps = [(*step[:5], {}) for step in bw.steps]  # the same step, widening into fresh arrays
+    _, fresh = t.compute_gradients(x, y)
+    for k in planned:
+        np.testing.assert_array_equal(planned[k], fresh[k])

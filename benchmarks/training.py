@@ -310,6 +310,16 @@ def _load_sporeling(spec: dict, threads: int):
             phases["(whole step)"] = phases.get("(whole step)", 0.0) + time.perf_counter() - t0
             return loss
 
+    def arena() -> dict:
+        """The training step's arena (activations and gradients together) for the benchmark's batch."""
+        plan = next(iter(trainer.autograd.session._plans.values()), None)
+        if plan is None:
+            return {}
+        grads = plan._bw.buffers.values()
+        return {"arena_mib": plan.arena.arena_size / 2**20, "buffers_mib": plan.arena.total_size / 2**20,
+                "gradients": len(grads), "gradients_mib": sum(b.nbytes for b in grads) / 2**20}
+
+    step.arena = arena
     return step, {"sporeling": sporeling.__version__}
 
 
@@ -357,7 +367,8 @@ def worker(engine: str, spec_path: str) -> int:
                         times.append(time.perf_counter() - t0)
                 finally:
                     gc.enable()
-                send({"times": times, "losses": losses, "peak_kib": status_kib("VmHWM"), "base_kib": base})
+                send({"times": times, "losses": losses, "peak_kib": status_kib("VmHWM"), "base_kib": base,
+                      **({"arena": step.arena()} if hasattr(step, "arena") else {})})
             elif cmd["cmd"] == "profile":
                 for _ in range(cmd["n"]):
                     step(clock)
@@ -488,7 +499,7 @@ def bench_model(name: str, args, workdir: str, ortt: tuple[str | None, str]) -> 
                 "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t), "timed_steps": len(t),
                 "working_mib": (mem["peak_kib"] - mem["base_kib"]) / 1024, "rss_after_load_mib": mem["base_kib"] / 1024,
                 "peak_reset": w.info.get("peak_reset"), "first_loss": first.get(w.engine),
-                "loss_after_all_steps": mem["losses"][-1],
+                "loss_after_all_steps": mem["losses"][-1], **({"arena": mem["arena"]} if "arena" in mem else {}),
                 "info": {k: v for k, v in w.info.items() if k not in ("ready", "base_kib", "peak_reset")},
                 "profile": _summary_profile(prof) if prof else None}
     finally:
@@ -544,6 +555,10 @@ def print_table(rows: list[dict], args) -> None:
         print("  " + n)
     for row in rows:  # the profile: where one step's time goes
         for engine, e in row["engines"].items():
+            if e.get("arena"):
+                a = e["arena"]
+                print(f"  {row['model']} / {engine}: one arena of {a['arena_mib']:.1f} MiB for {a['buffers_mib']:.1f} "
+                      f"MiB of activations and gradients ({a['gradients']} gradients, {a['gradients_mib']:.1f} MiB)")
             prof = e.get("profile") or {}
             if prof.get("phases_ms"):
                 print(f"  {row['model']} / {engine}, ms per step: "

@@ -35,7 +35,7 @@ from ..ir import Graph, Node
 from ..ir.graph import unique_name
 from ..ops.registry import Info, OpDef
 from ..runtime.session import Plan, Session, bind_kernel
-from .vjp import GRAD_IN_PLACE, VJPContext, saved_positions, vjp_for
+from .vjp import GRAD_IN_PLACE, WORKSPACE, VJPContext, Workspace, saved_positions, vjp_for
 
 # Inputs that never carry a gradient, whatever their dtype: shapes, indices, axes, running statistics.
 NONDIFF: dict[str, frozenset[int]] = {
@@ -116,7 +116,7 @@ def _bn_training(node: Node, opset: int, taken: set[str]) -> tuple[str, str]:
 @dataclass
 class Backward:
     """A plan's backward program, worked out with the plan: the forward and backward passes share its arena."""
-    steps: list  # (step, diff flags, saved positions, offered buffers, merged position, widened), reverse order
+    steps: list  # (step, diff flags, saved positions, offered buffers, merged position, widened, scratch), reversed
     wanted_params: dict[str, int]  # trainable parameter -> slot
     output_slot: int
     stash: dict[int, int]  # slot of a value -> slot of its float16 copy (mixed precision)
@@ -150,7 +150,7 @@ class _TrainSession(Session):
         return plan
 
     def _place(self, steps, slots, planned, template, infos):
-        bw, keep, grads, merges, widen = self._owner._backward_program(steps, slots, infos)
+        bw, keep, grads, merges, widen, work = self._owner._backward_program(steps, slots, infos)
         first, last = self._lifetimes(steps, slots, keep)
 
         def add(name, dt, shape, born, dies) -> int:
@@ -162,6 +162,7 @@ class _TrainSession(Session):
 
         gslot = {s: add(f"\0grad:{s}", *spec) for s, spec in grads.items()}
         wslot = {key: add(f"\0widen:{key[0]}:{key[1]}", dt, shape, t, t) for key, (dt, shape, t) in widen.items()}
+        kslot = {j: add(f"\0work:{j}", np.dtype(np.uint8), (nbytes,), t, t) for j, (nbytes, t) in work.items()}
         owner = {gslot[s]: gslot[o] for s, o in merges.items()}
         arena = self._assign(steps, slots, planned, template, first, last, owner)
         bw.buffers = {s: template[g] for s, g in gslot.items()}
@@ -169,7 +170,8 @@ class _TrainSession(Session):
         for (j, pos), w in wslot.items():
             widened.setdefault(j, {})[pos] = template[w]
         bw.steps = [(st, needs, saved, tuple(None if s is None else bw.buffers[s] for s in offer), merged,
-                     widened.get(j, {})) for j, (st, needs, saved, offer, merged, _) in enumerate(bw.steps)]
+                     widened.get(j, {}), template[kslot[j]] if j in kslot else None)
+                    for j, (st, needs, saved, offer, merged, *_) in enumerate(bw.steps)]
         if bw.buffers:
             bw.arena = _root(next(iter(bw.buffers.values())))
         self._program = bw
@@ -365,7 +367,7 @@ class GraphAutograd:
         else:
             grads[bw.output_slot] = np.array(grad_output, copy=True)
         with self.session._lock, np.errstate(all="ignore"):
-            for st, needs, saved, offer, merged, widened in bw.steps:
+            for st, needs, saved, offer, merged, widened, scratch in bw.steps:
                 gs = [grads.pop(o, None) if o >= 0 else None for o in st.outs]
                 if all(x is None for x in gs):
                     continue
@@ -379,7 +381,8 @@ class GraphAutograd:
                     ins[2] = np.array(self.training)
                 # a buffer is offered only while its value has no gradient yet (a rule may have given none before)
                 out = [b if b is not None and s not in grads else None for s, b in zip(st.ins, offer)]
-                ctx = VJPContext(node.op_type, dict(node.attrs), ins, outs, gs, list(needs), version, out)
+                ctx = VJPContext(node.op_type, dict(node.attrs), ins, outs, gs, list(needs), version, out,
+                                 None if scratch is None else Workspace(scratch))
                 try:
                     res = vjp_for(node.op_type)(ctx)
                 except SporelingError:
@@ -402,7 +405,8 @@ class GraphAutograd:
         each reads and wants), and what the arena needs for it: until when each kept value is read (name ->
         time), each planned gradient's (dtype, shape, first time, last time) by value slot, which gradients
         share their output gradient's buffer (value slot -> value slot), and under mixed precision the float32
-        buffer each float16 copy a rule reads is widened into ((step index, position) -> (dtype, shape, time)).
+        buffer each float16 copy a rule reads is widened into ((step index, position) -> (dtype, shape, time)), and
+        the scratch bytes of the rules that state them (vjp.WORKSPACE; step index -> (bytes, time)).
         Times: forward steps 0..F-1, backward steps F.. on."""
         names = {s: n for n, s in slots.items()}
         n_fwd = len(steps)
@@ -431,7 +435,7 @@ class GraphAutograd:
         if out_slot not in requires:
             bw = Backward([], {}, out_slot, stash,
                           f"{self.source}: output '{self.output}' does not depend on any trainable parameter")
-            return bw, {k: n_fwd for k in keep}, {}, {}, {}
+            return bw, {k: n_fwd for k in keep}, {}, {}, {}, {}
         need = {out_slot}
         order = []
         missing = set()
@@ -457,6 +461,7 @@ class GraphAutograd:
         born: dict[int, int] = {out_slot: n_fwd}
         dies: dict[int, int] = {}
         widen: dict[tuple[int, int], tuple] = {}
+        work: dict[int, tuple[int, int]] = {}
         program = []
         for j, (st, needs) in enumerate(order):
             t = n_fwd + j
@@ -476,6 +481,12 @@ class GraphAutograd:
             for s, w in zip(st.ins, needs):
                 if w and s not in params:
                     born.setdefault(s, t)
+            if node.op_type in WORKSPACE:
+                specs = [[(i.dtype, i.shape) if _static(i) else None for i in map(info, slots_)]
+                         for slots_ in (st.ins[: len(node.inputs)], st.outs)]
+                nbytes = WORKSPACE[node.op_type](*specs, dict(node.attrs), needs)
+                if nbytes > 0:
+                    work[j] = (nbytes, t)
             program.append((st, needs, saved))
         grads = {}
         for s, t in dies.items():
@@ -497,9 +508,9 @@ class GraphAutograd:
                     break
             offer = tuple(None if k == merged or not w or s not in grads or born[s] != t or st.ins.count(s) > 1
                           else s for k, (s, w) in enumerate(zip(st.ins, needs)))
-            steps_out.append((st, needs, saved, offer, merged, None))
+            steps_out.append((st, needs, saved, offer, merged, None, None))
         bw = Backward(steps_out, {n: s for s, n in params.items() if s in need}, out_slot, stash, error)
-        return bw, {name: reads.get(name, end) for name in keep}, grads, merges, widen
+        return bw, {name: reads.get(name, end) for name in keep}, grads, merges, widen, work
 
 
 def _static(info) -> bool:

@@ -17,10 +17,14 @@ ctx.out may offer, for input k, the arena buffer its gradient goes to: a rule ma
 there and return that buffer (no copy follows), or ignore it and return its own array, which is then
 copied in. An offered buffer never overlaps anything the rule reads. An op listed in GRAD_IN_PLACE gets
 no buffer for that input: its gradient is planned over the output's own gradient, which the rule hands on.
+A rule listed in WORKSPACE states, from shapes alone, the scratch bytes it takes for its temporaries; the
+runtime plans that much arena for the rule's step and hands it over as ctx.work, a Workspace the rule takes its
+buffers from (other rules' temporaries are ordinary arrays).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,6 +43,7 @@ class VJPContext:
     needs: list[bool] = field(default_factory=list)
     opset: int = 17
     out: list = field(default_factory=list)  # per input: the arena buffer its gradient goes to, or None
+    work: "Workspace | None" = None  # the step's planned scratch, for rules listed in WORKSPACE
 
     def __post_init__(self):
         if not self.needs:
@@ -97,6 +102,60 @@ GRAD_IN_PLACE: dict[str, tuple[int, ...]] = {
                      "Squeeze", "Unsqueeze", "Sub"), (0,)),
     "Add": (0, 1),
 }
+
+
+WORK_ALIGN = 64
+
+
+def aligned(nbytes: int) -> int:
+    return (int(nbytes) + WORK_ALIGN - 1) // WORK_ALIGN * WORK_ALIGN
+
+
+def array_bytes(shape, dtype) -> int:
+    return aligned(math.prod(shape) * np.dtype(dtype).itemsize)
+
+
+class Workspace:
+    """A backward step's scratch: the arena buffer the runtime planned for it, handed out front to back as a
+    stack (a rule gives back what it took since a mark, and takes the space again for its next phase). Without
+    a buffer, or past its end, arrays come from the heap, so a rule works the same either way."""
+
+    def __init__(self, buf: np.ndarray | None = None):
+        self.buf, self.top = buf, 0
+        self.high = 0  # the most bytes held at once
+        self.missed = 0  # bytes that did not fit and came from the heap
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+        n = math.prod(shape) * dtype.itemsize
+        if self.buf is not None and self.top + n <= self.buf.nbytes:
+            a = self.buf[self.top:self.top + n].view(dtype).reshape(shape)
+            self.top += aligned(n)
+            self.high = max(self.high, self.top)
+            return a
+        self.missed += n
+        return np.empty(shape, dtype)
+
+    def zeros(self, shape, dtype) -> np.ndarray:
+        a = self.empty(shape, dtype)
+        a.fill(0)
+        return a
+
+    def mark(self) -> int:
+        return self.top
+
+    def release(self, mark: int) -> None:
+        self.top = mark
+
+
+def workspace(ctx: VJPContext) -> Workspace:
+    """The step's planned scratch, or one that takes everything from the heap."""
+    return ctx.work if ctx.work is not None else Workspace()
+
+
+# op type -> fn(input specs, output specs, attrs, needs) -> scratch bytes its rule takes from ctx.work; a spec
+# is (dtype, shape) or None where unknown
+WORKSPACE: dict[str, Callable[[list, list, dict, tuple], int]] = {}
 
 
 def out_buffer(ctx: VJPContext, i: int, like: np.ndarray) -> np.ndarray | None:

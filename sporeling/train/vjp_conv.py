@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ..ops.conv_transpose import transpose_geometry
-from .vjp import VJPContext, as_gradient, out_buffer, register_vjp, wanted
+from .vjp import WORKSPACE, VJPContext, Workspace, array_bytes, as_gradient, out_buffer, register_vjp, wanted, workspace
 
 
 # ---- window geometry shared by Conv and the pools -----------------------------------------------
@@ -97,36 +97,68 @@ def _padded_extent(x_shape, begin, out_sp, kernel, strides, dil) -> list[int]:
 WHOLE_PATCHES_BYTES = 1 << 23
 
 
-def _conv_dense(x, w, ctx: VJPContext, ct, strides, dil, begin, want_x, want_w, gx_out=None):
+def _dense_geometry(x_shape, w_shape, out_sp, strides, dil, begin, itemsize: int):
+    """What _conv_dense's buffers follow: the padded extent, whether x needs no padding, whether x is its own patch
+    matrix (1x1, stride 1), the taps per chunk, and N*P."""
+    c, kernel = x_shape[1], tuple(w_shape[2:])
+    np_ = x_shape[0] * math.prod(out_sp)
+    kk = math.prod(kernel)
+    full = _padded_extent(x_shape, begin, out_sp, kernel, strides, dil)
+    unpadded = not any(begin) and list(full) == list(x_shape[2:])
+    whole = unpadded and kk == 1 and all(st == 1 for st in strides)
+    tap_bytes = c * np_ * itemsize
+    chunk = next(t for t in range(kk, 0, -1) if kk % t == 0 and (t == 1 or t * tap_bytes <= WHOLE_PATCHES_BYTES))
+    return full, unpadded, whole, chunk, np_
+
+
+def _dense_bytes(x_shape, x_dtype, w_shape, out_sp, strides, dil, begin, ct, want_x, want_w) -> int:
+    """The scratch _conv_dense takes from its workspace: the transposed output gradient, then the larger of X's
+    phase (the padded gradient and one chunk's GEMM result) and W's (its gradient, the padded input, the patches),
+    as it takes and gives them back."""
+    n, c = x_shape[:2]
+    m, kk = w_shape[0], math.prod(w_shape[2:])
+    full, unpadded, whole, chunk, np_ = _dense_geometry(x_shape, w_shape, out_sp, strides, dil, begin,
+                                                        np.dtype(ct).itemsize)
+    x_phase = array_bytes((c, n, *full), ct) + array_bytes((chunk * c, np_), ct) if want_x else 0
+    w_phase = 0
+    if want_w:
+        w_phase = array_bytes((m, kk, c), ct)
+        if not (unpadded and not whole and np.dtype(x_dtype) == ct):
+            w_phase += array_bytes((c, n, *full), ct)
+        if not whole:
+            w_phase += array_bytes((chunk, c, n, *out_sp), ct)
+    return array_bytes((m, n, *out_sp), ct) + max(x_phase, w_phase)
+
+
+def _conv_dense(x, w, ctx: VJPContext, ct, strides, dil, begin, want_x, want_w, gx_out=None, ws=None):
     """groups = 1. Channels lead and batch x positions is one long axis (NP). The patches are tap-major
     (k, c, NP), so W's gradient is one GEMM (m x NP by NP x kc) and X's one GEMM (kc x m by m x NP) followed
     by k strided adds, in chunks of taps of at most WHOLE_PATCHES_BYTES (one tap at the least).
     Memory: the output gradient is taken out of ctx and dropped once transposed, X's gradient is finished
-    (and its buffers freed) before W's patches are built, so the peak is about three input-sized arrays."""
+    (and its buffers freed) before W's patches are built, so the peak is about three input-sized arrays. The
+    buffers come from `ws`, the step's planned scratch, in the order and sizes _dense_bytes counts."""
+    ws = ws or Workspace()
     n, c = x.shape[:2]
     m, kernel = w.shape[0], tuple(w.shape[2:])
     g = ctx.grads[0]
     ctx.grads[0] = None
     out_sp = g.shape[2:]
-    np_ = n * math.prod(out_sp)
     kk = math.prod(kernel)
     lead = (slice(None), slice(None))
     inner = tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
-    full = _padded_extent(x.shape, begin, out_sp, kernel, strides, dil)
-    gm = np.empty((m, n) + tuple(out_sp), dtype=ct)  # (m, N*P)
+    full, unpadded, whole, chunk, np_ = _dense_geometry(x.shape, w.shape, out_sp, strides, dil, begin,
+                                                        np.dtype(ct).itemsize)
+    gm = ws.empty((m, n) + tuple(out_sp), ct)  # (m, N*P)
     np.copyto(gm, np.moveaxis(g, 1, 0), casting="unsafe")
     gm = gm.reshape(m, np_)
     del g
-    unpadded = not any(begin) and list(full) == list(x.shape[2:])
-    whole = unpadded and kk == 1 and all(st == 1 for st in strides)  # 1x1, stride 1: x is its own patch matrix
-    tap_bytes = c * np_ * gm.dtype.itemsize
-    chunk = next(t for t in range(kk, 0, -1) if kk % t == 0 and (t == 1 or t * tap_bytes <= WHOLE_PATCHES_BYTES))
     taps = [lead + _tap_view(tap, dil, strides, out_sp) for tap in np.ndindex(*kernel)]
     gw = gx = None
+    phase = ws.mark()
     if want_x:
-        gxp = np.zeros((c, n) + tuple(full), dtype=ct)
+        gxp = ws.zeros((c, n) + tuple(full), ct)
         wt = np.ascontiguousarray(np.moveaxis(w.reshape(m, c, kk), 2, 0), dtype=ct)  # (k, m, c)
-        part = np.empty((chunk * c, np_), dtype=ct)
+        part = ws.empty((chunk * c, np_), ct)
         for t0 in range(0, kk, chunk):
             np.matmul(wt[t0:t0 + chunk].transpose(0, 2, 1).reshape(chunk * c, m), gm, out=part)
             for j in range(chunk):
@@ -135,20 +167,21 @@ def _conv_dense(x, w, ctx: VJPContext, ct, strides, dil, begin, want_x, want_w, 
         if gx_out is not None:
             np.copyto(gx_out, np.moveaxis(gxp[lead + inner], 0, 1))
             gx = gx_out
-        else:
-            gx = np.ascontiguousarray(np.moveaxis(gxp[lead + inner], 0, 1))
+        else:  # a copy even where the moved axes are already contiguous (one image): gxp's space is reused below
+            gx = np.array(np.moveaxis(gxp[lead + inner], 0, 1), order="C")
         del gxp
+        ws.release(phase)
     if want_w:
-        gw = np.empty((m, kk, c), dtype=ct)
+        gw = ws.empty((m, kk, c), ct)
         if unpadded and not whole and x.dtype == ct:
             xp = np.moveaxis(x, 1, 0)  # a view: the taps are gathered from x itself, no transposed copy
         elif unpadded:
-            xp = np.empty((c, n) + tuple(full), dtype=ct)
+            xp = ws.empty((c, n) + tuple(full), ct)
             np.copyto(xp, np.moveaxis(x, 1, 0), casting="unsafe")
         else:
-            xp = np.zeros((c, n) + tuple(full), dtype=ct)
+            xp = ws.zeros((c, n) + tuple(full), ct)
             xp[lead + inner] = np.moveaxis(x, 1, 0)
-        cols = None if whole else np.empty((chunk, c, n) + tuple(out_sp), dtype=ct)
+        cols = None if whole else ws.empty((chunk, c, n) + tuple(out_sp), ct)
         for t0 in range(0, kk, chunk):
             if whole:
                 block = xp.reshape(c, np_)
@@ -306,6 +339,40 @@ def _input_grad_by_forward_conv(g, w, begin, end, ct, groups: int = 1, out=None)
     return conv(np.ascontiguousarray(g, dtype=ct), wf, pads=pads, group=groups, out=out)
 
 
+def _is_pointwise(kernel, strides, begin, out_sp, x_shape) -> bool:
+    return all(k == 1 for k in kernel) and all(st == 1 for st in strides) and not any(begin) \
+        and tuple(out_sp) == tuple(x_shape[2:])
+
+
+def _dense_parts(x_shape, w_shape, out_sp, strides, dil, begin, end, want_x, want_w) -> tuple[bool, bool]:
+    """groups = 1, not pointwise: which of X's and W's gradients the tap GEMMs (_conv_dense) compute. X's goes
+    through the forward Conv where _by_forward_conv says; then W's goes image by image where that pays."""
+    c, m = x_shape[1], w_shape[0]
+    dense_x = want_x and not _by_forward_conv(w_shape, c, m, strides, dil, begin, end)
+    per_image = want_w and not dense_x and _per_image_weight_grad(c, m, tuple(w_shape[2:]), out_sp)
+    return dense_x, want_w and not per_image
+
+
+def conv_workspace(ins: list, outs: list, attrs: dict, needs: tuple) -> int:
+    """The scratch Conv's rule takes from ctx.work for these shapes: _conv_dense's, where it goes that way."""
+    if len(ins) < 2 or ins[0] is None or ins[1] is None or not outs or outs[0] is None:
+        return 0
+    (x_dtype, x_shape), (w_dtype, w_shape), (g_dtype, g_shape) = ins[0], ins[1], outs[0]
+    kernel, out_sp = tuple(w_shape[2:]), tuple(g_shape[2:])
+    strides, dil, begin, end = _geometry(attrs, x_shape, out_sp, kernel)
+    if attrs.get("group", 1) != 1 or min(begin) < 0 or _is_pointwise(kernel, strides, begin, out_sp, x_shape):
+        return 0
+    want = [k < len(needs) and needs[k] for k in (0, 1)]
+    dense_x, dense_w = _dense_parts(x_shape, w_shape, out_sp, strides, dil, begin, end, *want)
+    if not (dense_x or dense_w):
+        return 0
+    ct = np.promote_types(np.result_type(x_dtype, w_dtype, g_dtype), np.float32)
+    return _dense_bytes(x_shape, x_dtype, w_shape, out_sp, strides, dil, begin, ct, dense_x, dense_w)
+
+
+WORKSPACE["Conv"] = conv_workspace
+
+
 @register_vjp("Conv")
 def conv_vjp(ctx: VJPContext) -> list:
     x, w = ctx.inputs[:2]
@@ -324,9 +391,7 @@ def conv_vjp(ctx: VJPContext) -> list:
         ct = np.promote_types(np.result_type(x, w, g), np.float32)
         # X's gradient goes straight into the arena buffer the runtime offers, when it computes in x's dtype
         gx_out = out_buffer(ctx, 0, x) if ct == x.dtype else None
-        pointwise = all(k == 1 for k in kernel) and all(st == 1 for st in strides) and not any(begin) \
-            and tuple(out_sp) == tuple(x.shape[2:])
-        if groups == 1 and pointwise:
+        if groups == 1 and _is_pointwise(kernel, strides, begin, out_sp, x.shape):
             # 1x1, stride 1: per sample, gW += G (m x P) X^T and gX = W^T G, batched GEMMs straight on NCHW
             g3 = g.reshape(n, m, -1).astype(ct, copy=False)
             if wanted(ctx, 1):
@@ -338,16 +403,17 @@ def conv_vjp(ctx: VJPContext) -> list:
                                      else np.matmul(w_t, g3, out=gx_out.reshape(n, c, -1)).reshape(x.shape), x)
             return res
         if groups == 1:
-            gx = None
-            if wanted(ctx, 0) and _by_forward_conv(w.shape, c, m, strides, dil, begin, end):
+            dense_x, dense_w = _dense_parts(x.shape, w.shape, out_sp, strides, dil, begin, end, wanted(ctx, 0),
+                                            wanted(ctx, 1))
+            gx = gw = None
+            if wanted(ctx, 0) and not dense_x:
                 gx = _input_grad_by_forward_conv(g, w, begin, end, ct, out=gx_out)
-            dense_x = wanted(ctx, 0) and gx is None
-            if wanted(ctx, 1) and not dense_x and _per_image_weight_grad(c, m, kernel, out_sp):
-                gw, gx2 = _weight_grad_per_image(x, w, g, ct, strides, dil, begin, out_sp), None
-            else:
+            if wanted(ctx, 1) and not dense_w:
+                gw = _weight_grad_per_image(x, w, g, ct, strides, dil, begin, out_sp)
+            if dense_x or dense_w:
                 del g  # _conv_dense takes the gradient out of ctx, to free it early
-                gx2, gw = _conv_dense(x, w, ctx, ct, strides, dil, begin, dense_x, wanted(ctx, 1), gx_out)
-            gx = gx2 if gx is None else gx
+                gx2, gw2 = _conv_dense(x, w, ctx, ct, strides, dil, begin, dense_x, dense_w, gx_out, workspace(ctx))
+                gx, gw = (gx2 if dense_x else gx), (gw2 if dense_w else gw)
         else:
             gx = None
             if wanted(ctx, 0) and nd == 2 and all(st == 1 for st in strides) and all(d == 1 for d in dil) \

@@ -104,11 +104,36 @@ def test_mixed_precision_widens_float16_copies_into_the_arena():
     planned for the one step that reads it, giving the gradients a fresh float32 array would."""
     t, plan = _trained_plan(lenet5(), precision="mixed")
     bw = plan._bw
-    widened = [b for *_, w in bw.steps for b in w.values()]
+    widened = [b for step in bw.steps for b in step[5].values()]
     assert widened and all(b.dtype == np.float32 and np.shares_memory(b, bw.arena) for b in widened)
     x, y = _batch(16, seed=1)
     _, planned = t.compute_gradients(x, y)
-    bw.steps = [(*step[:5], {}) for step in bw.steps]  # the same step, widening into fresh arrays
+    bw.steps = [(*step[:5], {}, step[6]) for step in bw.steps]  # the same step, widening into fresh arrays
     _, fresh = t.compute_gradients(x, y)
     for k in planned:
         np.testing.assert_array_equal(planned[k], fresh[k])
+
+
+def test_conv_scratch_is_planned_in_the_arena_for_its_step():
+    """The Conv whose backward takes the tap GEMMs (the CNN's first layer: W's gradient only) gets its scratch
+    from an arena buffer planned for its step, and takes nothing from the heap."""
+    from sporeling.train import vjp
+
+    t, plan = _trained_plan(small_cnn(), n=32)
+    scratch = [(step[0].node.op_type, step[6]) for step in plan._bw.steps if step[6] is not None]
+    assert scratch and all(op == "Conv" and np.shares_memory(buf, plan._bw.arena) for op, buf in scratch)
+    used = []
+    rule = vjp.VJPS["Conv"]
+
+    def spy(ctx):
+        res = rule(ctx)
+        if ctx.work is not None:
+            used.append((ctx.work.high, ctx.work.missed, ctx.work.buf.nbytes))
+        return res
+
+    vjp.VJPS["Conv"] = spy
+    try:
+        t.step(*_batch(32, seed=4))
+    finally:
+        vjp.VJPS["Conv"] = rule
+    assert used and all(high == size and missed == 0 for high, missed, size in used)

@@ -428,3 +428,30 @@ def test_conv2d_weight_gradient_image_by_image(attrs, xs, ws, bias, monkeypatch)
     ins = [_n(*xs), _n(*ws, seed=1)] + ([_n(ws[0], seed=2)] if bias else [])
     for dtype, tol in DTYPES:
         check("Conv", ins, attrs, _torch_conv(attrs, xs, ws, 2), dtype=dtype, tol=tol, diff=[1, 2] if bias else [1])
+
+
+@pytest.mark.parametrize("attrs,xs,ws,bias", CONV2D)
+@pytest.mark.parametrize("needs", [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("whole_bytes", [None, 0])
+def test_conv_scratch_is_what_its_workspace_function_states(attrs, xs, ws, bias, needs, whole_bytes, monkeypatch):
+    """The runtime plans conv_workspace's bytes for a Conv's backward step: the rule takes exactly that much from
+    it (nothing from the heap, nothing left over) and gives the gradients it gives without one."""
+    from sporeling.train.vjp import Workspace
+    from sporeling.train.vjp_conv import conv_workspace
+
+    if whole_bytes is not None:
+        monkeypatch.setattr(sporeling.train.vjp_conv, "WHOLE_PATCHES_BYTES", whole_bytes)
+    for dtype in (np.float32, np.float64):
+        ins = [_n(*xs).astype(dtype), _n(*ws, seed=1).astype(dtype)] + ([_n(ws[0], seed=2).astype(dtype)] if bias else [])
+        y = lookup("Conv", 17).kernel(*ins, **attrs)
+        g = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
+        wants = list(needs) + [bias] * bias
+        nbytes = conv_workspace([(a.dtype, a.shape) for a in ins], [(y.dtype, y.shape)], dict(attrs), tuple(wants))
+        work = Workspace(np.full(nbytes, 0xFF, np.uint8))
+        got = vjp_for("Conv")(VJPContext("Conv", dict(attrs), ins, [y], [g.copy()], wants, work=work))
+        plain = vjp_for("Conv")(VJPContext("Conv", dict(attrs), ins, [y], [g.copy()], wants))
+        assert work.missed == 0 and work.high == nbytes, (nbytes, work.high, work.missed)
+        for a, b in zip(got, plain):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)

@@ -103,7 +103,15 @@ def _bn_train(x, scale, bias, mean, var, epsilon, momentum, spatial, out, n_extr
     ct = _compute_dtype(x.dtype)
     y_dst, extra = _split_out(out)
     axes = (0,) + tuple(range(2, x.ndim)) if spatial else (0,)
-    bmean, bvar = _mean_var(x, axes, ct)
+    if (isinstance(y_dst, np.ndarray) and y_dst.shape == x.shape and y_dst.dtype == ct == x.dtype
+            and not np.may_share_memory(y_dst, x)):
+        # the squared deviations go into Y's buffer, which the affine map overwrites after: no temporary
+        bmean = x.mean(axis=axes, keepdims=True, dtype=ct)
+        np.subtract(x, bmean, out=y_dst)
+        np.multiply(y_dst, y_dst, out=y_dst)
+        bvar = y_dst.mean(axis=axes, keepdims=True, dtype=ct)
+    else:
+        bmean, bvar = _mean_var(x, axes, ct)
     s, b, _, _ = (p.astype(ct) for p in _bn_params(x.shape, scale, bias, mean, var, spatial))
     factor = s / np.sqrt(bvar + ct.type(epsilon))
     y = _affine_into(x, factor.reshape(s.shape), (b - bmean * factor).reshape(s.shape), y_dst)

@@ -202,38 +202,59 @@ def _phases(strides, dil, kernel, out_sp):
             for tap in np.ndindex(*kernel)]
 
 
-def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w, gx_out=None):
+def _depthwise_layout(x_shape, w_shape, out_sp, strides, dil, begin):
+    """_conv_depthwise's per-sample geometry: the padded sample's shape, whether it splits into stride phases, the
+    phases' starts and shapes, and whether a sample is its own padded copy."""
+    c, nd = x_shape[1], len(w_shape) - 2
+    full = (c,) + tuple(_padded_extent(x_shape, begin, out_sp, tuple(w_shape[2:]), strides, dil))
+    phased = any(st > 1 for st in strides) and all(d == 1 for d in dil)
+    starts = list(np.ndindex(*strides)) if phased else [(0,) * nd]
+    shapes = {ph: (c,) + tuple(-(-(f - p) // st) for p, st, f in zip(ph, strides, full[1:])) for ph in starts}
+    plain = not phased and not any(begin) and full[1:] == tuple(x_shape[2:])
+    return full, phased, starts, shapes, plain
+
+
+def _depthwise_bytes(x_shape, w_shape, out_sp, strides, dil, begin, ct, want_x, want_w) -> int:
+    """The scratch _conv_depthwise takes from its workspace: one sample's padded copy and its phases for W's
+    gradient, and for X's a padded gradient, one tap's product and the phases."""
+    full, phased, starts, shapes, plain = _depthwise_layout(x_shape, w_shape, out_sp, strides, dil, begin)
+    phases = sum(array_bytes(shapes[ph], ct) for ph in starts) if phased else 0
+    total = array_bytes(full, ct) + phases if want_w and not plain else 0
+    if want_x:
+        total += array_bytes(full, ct) + array_bytes((x_shape[1], *out_sp), ct) + phases
+    return total
+
+
+def _conv_depthwise(x, w, g, strides, dil, begin, want_x, want_w, gx_out=None, ws=None):
     """groups = channels, one filter each, sample by sample: what a tap touches stays in cache, and the padded
     copies are one sample's, not the batch's. Per tap, W's gradient is an einsum over a window of the padded
     input (no product tensor written) and X's gradient a scaled add. With a stride (and no dilation) the padded
-    sample is split into its stride x stride phases, so every tap reads and writes with step 1."""
+    sample is split into its stride x stride phases, so every tap reads and writes with step 1. The per-sample
+    buffers come from `ws`, the step's planned scratch, as _depthwise_bytes counts them."""
+    ws = ws or Workspace()
     n, c = x.shape[:2]
     kernel, out_sp = tuple(w.shape[2:]), g.shape[2:]
     nd = len(kernel)
     whole = (slice(None),)
     inner = whole + tuple(slice(b, b + sz) for b, sz in zip(begin, x.shape[2:]))
-    full = (c,) + tuple(_padded_extent(x.shape, begin, out_sp, kernel, strides, dil))
-    phased = any(st > 1 for st in strides) and all(d == 1 for d in dil)
+    full, phased, starts, shapes, plain = _depthwise_layout(x.shape, w.shape, out_sp, strides, dil, begin)
     if phased:
-        starts = list(np.ndindex(*strides))
         taps = _phases(strides, dil, kernel, out_sp)
     else:
-        starts = [(0,) * nd]
         taps = [((0,) * nd, _tap_view(tap, dil, strides, out_sp)) for tap in np.ndindex(*kernel)]
     tap_ids = list(np.ndindex(*kernel))
     cut = {ph: whole + tuple(slice(p, None, st) for p, st in zip(ph, strides)) for ph in starts}
-    plain = not phased and not any(begin) and full[1:] == tuple(x.shape[2:])  # the sample is its own padding
     spec = "c{0},c{0}->c".format("".join(chr(ord("h") + i) for i in range(nd)))
     gw = np.zeros((c,) + kernel, dtype=g.dtype) if want_w else None
     gx = (np.empty(x.shape, dtype=g.dtype) if gx_out is None else gx_out) if want_x else None
-    if want_w:
-        xp = np.zeros(full, dtype=x.dtype)  # borders stay zero: only the interior is rewritten per sample
-        xs = {ph: np.empty(xp[cut[ph]].shape, dtype=x.dtype) for ph in starts} if phased else {starts[0]: xp}
+    if want_w and not plain:  # (a plain sample is its own padded copy)
+        xp = ws.zeros(full, x.dtype)  # borders stay zero: only the interior is rewritten per sample
+        xs = {ph: ws.empty(shapes[ph], x.dtype) for ph in starts} if phased else {starts[0]: xp}
     if want_x:
-        gxp = np.empty(full, dtype=g.dtype)
-        part = np.empty(g.shape[1:], dtype=g.dtype)
+        gxp = ws.empty(full, g.dtype)
+        part = ws.empty(g.shape[1:], g.dtype)
         wc = [w[(slice(None), 0) + tap].reshape((c,) + (1,) * nd) for tap in tap_ids]
-        acc = {ph: np.empty(gxp[cut[ph]].shape, dtype=g.dtype) for ph in starts} if phased else None
+        acc = {ph: ws.empty(shapes[ph], g.dtype) for ph in starts} if phased else None
         crops = {ph: _phase_crop(ph, strides, begin, x.shape[2:], acc[ph].shape[1:]) for ph in starts} \
             if phased else None
     for i in range(n):
@@ -327,16 +348,45 @@ def _by_forward_conv(w_shape, c, m, strides, dil, begin, end) -> bool:
             and all(d == 1 for d in dil) and all(0 <= p <= 2 for p in list(begin) + list(end)))
 
 
-def _input_grad_by_forward_conv(g, w, begin, end, ct, groups: int = 1, out=None):
+def _flipped_conv_args(w_shape, begin, end, groups: int):
+    """The flipped filter's shape and the pads of the forward Conv that gives a stride-1 Conv's X gradient."""
+    k = tuple(w_shape[2:])
+    wf_shape = (w_shape[0], 1, *k) if groups > 1 else (w_shape[1], w_shape[0], *k)
+    return wf_shape, [kk - 1 - b for kk, b in zip(k, begin)] + [kk - 1 - e for kk, e in zip(k, end)]
+
+
+def _forward_conv_bytes(g_shape, w_shape, begin, end, ct, groups: int = 1) -> int:
+    """The forward Conv kernel's own workspace for _input_grad_by_forward_conv."""
+    from ..ops.conv import scratch_conv
+    from ..ops.registry import Info
+
+    wf_shape, pads = _flipped_conv_args(w_shape, begin, end, groups)
+    return scratch_conv([Info(np.dtype(ct), tuple(g_shape), None), Info(np.dtype(ct), wf_shape, None)], pads=pads,
+                        group=groups)
+
+
+def _input_grad_by_forward_conv(g, w, begin, end, ct, groups: int = 1, out=None, ws=None):
     """For stride 1, X's gradient is the full convolution of g with W flipped and its channel axes swapped
-    (depthwise: just flipped): a plain forward Conv with pads k - 1 - pad on each side."""
+    (depthwise: just flipped): a plain forward Conv with pads k - 1 - pad on each side. Its kernel's workspace
+    comes from `ws` (given back after), as _forward_conv_bytes counts it."""
     from ..ops.conv import conv
 
-    k = w.shape[2:]
+    ws = ws or Workspace()
+    wf_shape, pads = _flipped_conv_args(w.shape, begin, end, groups)
     wf = np.flip(w, axis=(2, 3))
     wf = np.ascontiguousarray(wf if groups > 1 else wf.transpose(1, 0, 2, 3), dtype=ct)
-    pads = [kk - 1 - b for kk, b in zip(k, begin)] + [kk - 1 - e for kk, e in zip(k, end)]
-    return conv(np.ascontiguousarray(g, dtype=ct), wf, pads=pads, group=groups, out=out)
+    nbytes = _forward_conv_bytes(g.shape, w.shape, begin, end, ct, groups)
+    mark = ws.mark()
+    scratch = ws.empty((nbytes,), np.uint8) if nbytes else None
+    res = conv(np.ascontiguousarray(g, dtype=ct), wf, pads=pads, group=groups, out=out, scratch=scratch)
+    ws.release(mark)
+    return res
+
+
+def _depthwise_by_forward(kernel, strides, dil, begin, end) -> bool:
+    """Whether a depthwise Conv's X gradient goes through the forward depthwise kernel (2-D, stride 1)."""
+    return len(kernel) == 2 and all(st == 1 for st in strides) and all(d == 1 for d in dil) \
+        and all(0 <= p < k for p, k in zip(list(begin) + list(end), tuple(kernel) * 2))
 
 
 def _is_pointwise(kernel, strides, begin, out_sp, x_shape) -> bool:
@@ -360,14 +410,22 @@ def conv_workspace(ins: list, outs: list, attrs: dict, needs: tuple) -> int:
     (x_dtype, x_shape), (w_dtype, w_shape), (g_dtype, g_shape) = ins[0], ins[1], outs[0]
     kernel, out_sp = tuple(w_shape[2:]), tuple(g_shape[2:])
     strides, dil, begin, end = _geometry(attrs, x_shape, out_sp, kernel)
-    if attrs.get("group", 1) != 1 or min(begin) < 0 or _is_pointwise(kernel, strides, begin, out_sp, x_shape):
+    groups, c, m = attrs.get("group", 1), x_shape[1], w_shape[0]
+    depthwise = groups == c == m and w_shape[1] == 1
+    if min(begin) < 0 or not (groups == 1 or depthwise) or (groups == 1 and _is_pointwise(kernel, strides, begin,
+                                                                                         out_sp, x_shape)):
         return 0
-    want = [k < len(needs) and needs[k] for k in (0, 1)]
-    dense_x, dense_w = _dense_parts(x_shape, w_shape, out_sp, strides, dil, begin, end, *want)
-    if not (dense_x or dense_w):
-        return 0
+    want_x, want_w = (k < len(needs) and bool(needs[k]) for k in (0, 1))
     ct = np.promote_types(np.result_type(x_dtype, w_dtype, g_dtype), np.float32)
-    return _dense_bytes(x_shape, x_dtype, w_shape, out_sp, strides, dil, begin, ct, dense_x, dense_w)
+    if groups == 1:
+        dense_x, dense_w = _dense_parts(x_shape, w_shape, out_sp, strides, dil, begin, end, want_x, want_w)
+        dense = _dense_bytes(x_shape, x_dtype, w_shape, out_sp, strides, dil, begin, ct, dense_x, dense_w) \
+            if dense_x or dense_w else 0
+        by_forward = want_x and not dense_x
+        return max(dense, _forward_conv_bytes(g_shape, w_shape, begin, end, ct) if by_forward else 0)
+    by_forward = want_x and _depthwise_by_forward(kernel, strides, dil, begin, end)
+    return max(_forward_conv_bytes(g_shape, w_shape, begin, end, ct, groups=c) if by_forward else 0,
+               _depthwise_bytes(x_shape, w_shape, out_sp, strides, dil, begin, ct, want_x and not by_forward, want_w))
 
 
 WORKSPACE["Conv"] = conv_workspace
@@ -394,9 +452,12 @@ def conv_vjp(ctx: VJPContext) -> list:
         if groups == 1 and _is_pointwise(kernel, strides, begin, out_sp, x.shape):
             # 1x1, stride 1: per sample, gW += G (m x P) X^T and gX = W^T G, batched GEMMs straight on NCHW
             g3 = g.reshape(n, m, -1).astype(ct, copy=False)
-            if wanted(ctx, 1):
+            if wanted(ctx, 1):  # summed image by image: no (n, m, c) stack of per-image products
                 x3 = x.reshape(n, c, -1).astype(ct, copy=False)
-                res[1] = as_gradient(np.matmul(g3, x3.transpose(0, 2, 1)).sum(axis=0), w)
+                gw, part = np.matmul(g3[0], x3[0].T), np.empty((m, c), ct)
+                for i in range(1, n):
+                    gw += np.matmul(g3[i], x3[i].T, out=part)
+                res[1] = as_gradient(gw, w)
             if wanted(ctx, 0):
                 w_t = w.reshape(m, c).T.astype(ct, copy=False)
                 res[0] = as_gradient(np.matmul(w_t, g3) if gx_out is None
@@ -407,7 +468,7 @@ def conv_vjp(ctx: VJPContext) -> list:
                                             wanted(ctx, 1))
             gx = gw = None
             if wanted(ctx, 0) and not dense_x:
-                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, out=gx_out)
+                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, out=gx_out, ws=workspace(ctx))
             if wanted(ctx, 1) and not dense_w:
                 gw = _weight_grad_per_image(x, w, g, ct, strides, dil, begin, out_sp)
             if dense_x or dense_w:
@@ -416,13 +477,13 @@ def conv_vjp(ctx: VJPContext) -> list:
                 gx, gw = (gx2 if dense_x else gx), (gw2 if dense_w else gw)
         else:
             gx = None
-            if wanted(ctx, 0) and nd == 2 and all(st == 1 for st in strides) and all(d == 1 for d in dil) \
-                    and all(0 <= p < k for p, k in zip(list(begin) + list(end), kernel * 2)):
+            if wanted(ctx, 0) and _depthwise_by_forward(kernel, strides, dil, begin, end):
                 # stride 1: X's gradient is the depthwise conv of g with each filter flipped, which the forward
                 # kernel does 2-4x faster than the tap loop (MobileNetV2's shapes at batch 8)
-                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, groups=c, out=gx_out)
+                gx = _input_grad_by_forward_conv(g, w, begin, end, ct, groups=c, out=gx_out, ws=workspace(ctx))
             gx2, gw = _conv_depthwise(x.astype(ct, copy=False), w.astype(ct, copy=False), g.astype(ct, copy=False),
-                                      strides, dil, begin, wanted(ctx, 0) and gx is None, wanted(ctx, 1), gx_out)
+                                      strides, dil, begin, wanted(ctx, 0) and gx is None, wanted(ctx, 1), gx_out,
+                                      workspace(ctx))
             gx = gx2 if gx is None else gx
         res[0] = as_gradient(gx, x) if wanted(ctx, 0) else None
         res[1] = as_gradient(gw, w) if wanted(ctx, 1) else None

@@ -18,8 +18,11 @@ view: vjp.GRAD_IN_PLACE). Rules are offered the buffer of each input's gradient 
 MaxPool) write straight into it; what a rule returns elsewhere is copied in, and a gradient with several
 consumers is summed in its buffer. Values only a rule's shape bookkeeping needs are not kept (see vjp.SAVES);
 a frozen parameter's gradient is neither computed nor given a buffer. The parameters' gradients are the step's
-results and get arrays of their own, as a plan's outputs do. The rules' own temporaries (Conv's patches, at
-most 8 MB at a time) are allocated by the rules.
+results and get arrays of their own, as a plan's outputs do. Workspace is planned too: Conv's rule states from
+shapes the scratch it takes (vjp.WORKSPACE: the transposed gradient, the padded copies, the patches, the forward
+kernel's own workspace) and gets an arena buffer live for its step alone; under mixed precision each float16 copy
+a rule reads is widened into such a buffer. The other rules' temporaries (per-block masks, small reductions) are
+arrays of their own.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Backward rules for the neural-network ops: MatMul, Gemm, Softmax, the normalisations (the windowed ops,
-Conv and the pools, are in vjp_conv.py).
+"""Backward rules for the neural-network ops: MatMul, Gemm, Softmax, the normalisations (the windowed ops are in
+vjp_conv.py, Conv, and vjp_pool.py, the pools).
 
 Each rule turns the gradients of a node's outputs into the gradients of its inputs, with ONNX semantics
 (attributes read with their ONNX defaults, as the forward kernels in sporeling/ops read them).

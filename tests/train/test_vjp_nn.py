@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import sporeling.train.vjp_conv  # noqa: E402
+import sporeling.train.vjp_pool  # noqa: E402,F401
 import sporeling.train.vjp_nn  # noqa: E402  (registers the rules)
 from sporeling.ops import lookup  # noqa: E402
 from sporeling.train.vjp import VJPContext, vjp_for  # noqa: E402

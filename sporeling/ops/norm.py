@@ -14,6 +14,8 @@ of all their outputs and the runtime keeps as many as the node has.
 from __future__ import annotations
 
 import functools
+import math
+
 import numpy as np
 
 from .infer import norm_axis
@@ -72,6 +74,25 @@ def _mean_var(x: np.ndarray, axes: tuple[int, ...], ct: np.dtype) -> tuple[np.nd
     return mean, d.mean(axis=axes, keepdims=True, dtype=ct)
 
 
+# Training-mode BatchNormalization that writes Y over X squares the deviations a block of samples of about this
+# many elements at a time, so the temporary stays a block
+VAR_BLOCK_ELEMENTS = 1 << 20
+
+
+def _var_by_blocks(x: np.ndarray, mean: np.ndarray, axes: tuple[int, ...], ct: np.dtype) -> np.ndarray:
+    """Population variance over axes (axis 0 among them, keepdims) around `mean`, a block of samples at a time."""
+    n = x.shape[0]
+    step = max(1, VAR_BLOCK_ELEMENTS // max(1, x[0].size))
+    buf = np.empty((min(step, n),) + x.shape[1:], ct)
+    total = np.zeros(mean.shape, ct)
+    for i in range(0, n, step):
+        d = buf[: min(step, n - i)]
+        np.subtract(x[i:i + step], mean, out=d)
+        np.multiply(d, d, out=d)
+        total += d.sum(axis=axes, keepdims=True, dtype=ct)
+    return total / ct.type(math.prod(x.shape[a] for a in axes))
+
+
 # ---- BatchNormalization -------------------------------------------------------------------------
 
 
@@ -110,6 +131,9 @@ def _bn_train(x, scale, bias, mean, var, epsilon, momentum, spatial, out, n_extr
         np.subtract(x, bmean, out=y_dst)
         np.multiply(y_dst, y_dst, out=y_dst)
         bvar = y_dst.mean(axis=axes, keepdims=True, dtype=ct)
+    elif x.dtype == ct and x.ndim >= 2 and x.shape[0] > 1:  # Y overwrites X in place: deviations by blocks
+        bmean = x.mean(axis=axes, keepdims=True, dtype=ct)
+        bvar = _var_by_blocks(x, bmean, axes, ct)
     else:
         bmean, bvar = _mean_var(x, axes, ct)
     s, b, _, _ = (p.astype(ct) for p in _bn_params(x.shape, scale, bias, mean, var, spatial))

@@ -62,6 +62,32 @@ def test_batchnorm_training_mode(momentum):
     assert y.shape == x.shape and rv.shape == (3,)
 
 
+@pytest.mark.parametrize("block", [None, 1])
+def test_batchnorm_training_into_its_own_input_or_another_buffer(block, monkeypatch):
+    """Training-mode BN computes its variance in Y's buffer, or, when Y overwrites X (in place), over blocks of
+    samples (of VAR_BLOCK_ELEMENTS, here also one element: one sample per block): the same statistics and Y,
+    against float64."""
+    import sporeling.ops.norm as norm
+
+    if block is not None:
+        monkeypatch.setattr(norm, "VAR_BLOCK_ELEMENTS", block)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((6, 4, 5, 3)) * 3 + 2).astype(np.float32)
+    s, b, m = (rng.standard_normal(4).astype(np.float32) for _ in range(3))
+    v = rng.uniform(0.5, 1, 4).astype(np.float32)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3))
+    want = (x64 - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * s[:, None, None] + b[:, None, None]
+    kernel = lookup("BatchNormalization", 15).kernel
+    for inplace in (False, True):
+        y = x.copy() if inplace else np.empty_like(x)
+        src = y if inplace else x.copy()
+        stats = (np.empty(4, np.float32), np.empty(4, np.float32))
+        kernel(src, s, b, m, v, training_mode=1, momentum=0.9, out=(y, *stats))
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(stats[1], v * 0.9 + var * 0.1, rtol=1e-5)
+
+
 def test_batchnorm_float16_legacy_and_folded_constants():
     rng = np.random.default_rng(4)
     x = _rand(rng, (2, 4, 3, 3))

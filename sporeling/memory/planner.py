@@ -20,7 +20,8 @@ from dataclasses import dataclass
 ALIGN = 64
 
 
-def _align(n: int) -> int:
+def align(n: int) -> int:
+    """n rounded up to a multiple of ALIGN: where the next buffer (or carved array) may start."""
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
@@ -46,13 +47,13 @@ def plan_arena(buffers: list[Buffer]) -> ArenaPlan:
     end = 0
     for i in order:
         b = buffers[i]
-        size = _align(b.size)
+        size = align(b.size)
         live = sorted((p for p in placed if p.first <= b.last and b.first <= p.last), key=lambda p: p.offset)
         offset = 0
         for p in live:
             if p.offset - offset >= size:
                 break
-            offset = max(offset, p.offset + _align(p.size))
+            offset = max(offset, p.offset + align(p.size))
         b.offset = offset
         placed.append(b)
         end = max(end, offset + size)

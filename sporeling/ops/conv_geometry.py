@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ALIGN = 64  # bytes: keeps every carved workspace array on its own cache line
+from ..memory.planner import ALIGN, align  # every carved workspace array on its own cache line
 
 
 @dataclass(frozen=True)
@@ -100,13 +100,9 @@ def tap_range(out_size: int, in_size: int, offset: int, stride: int) -> tuple[in
 
 
 # ---- scratch carving ----------------------------------------------------------------------------
-def _aligned(nbytes: int) -> int:
-    return (nbytes + ALIGN - 1) // ALIGN * ALIGN
-
-
 def workspace_bytes(specs) -> int:
     """Bytes needed to carve the arrays described by specs: a list of (shape, dtype)."""
-    return sum(_aligned(math.prod(shape) * np.dtype(dt).itemsize) for shape, dt in specs) + ALIGN
+    return sum(align(math.prod(shape) * np.dtype(dt).itemsize) for shape, dt in specs) + ALIGN
 
 
 def carve(scratch: np.ndarray | None, specs) -> list[np.ndarray]:
@@ -121,5 +117,5 @@ def carve(scratch: np.ndarray | None, specs) -> list[np.ndarray]:
         dt = np.dtype(dt)
         n = math.prod(shape) * dt.itemsize  # (math.prod: this runs every call, np.prod costs ~5 us)
         arrays.append(scratch[start : start + n].view(dt).reshape(shape))
-        start += _aligned(n)
+        start += align(n)
     return arrays

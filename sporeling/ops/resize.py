@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from ..memory.planner import align
 from .infer import norm_axis
 from .registry import register_op
 
@@ -169,16 +170,12 @@ class _Workspace:
             return np.empty(shape, dtype)
         n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         a = self.buf[self.pos : self.pos + n].view(dtype).reshape(shape)
-        self.pos += _aligned(n)
+        self.pos += align(n)
         return a
 
 
-def _aligned(nbytes: int) -> int:
-    return -(-nbytes // 64) * 64
-
-
 def _specs_bytes(specs) -> int:
-    return sum(_aligned(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize) for shape, dt in specs)
+    return sum(align(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize) for shape, dt in specs)
 
 
 def _build_resize(in_shape, dtype, roi, scales, sizes, attrs):

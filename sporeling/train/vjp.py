@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import SporelingError
+from ..memory.planner import align
 
 
 @dataclass
@@ -104,15 +105,9 @@ GRAD_IN_PLACE: dict[str, tuple[int, ...]] = {
 }
 
 
-WORK_ALIGN = 64
-
-
-def aligned(nbytes: int) -> int:
-    return (int(nbytes) + WORK_ALIGN - 1) // WORK_ALIGN * WORK_ALIGN
-
-
 def array_bytes(shape, dtype) -> int:
-    return aligned(math.prod(shape) * np.dtype(dtype).itemsize)
+    """What an array of shape and dtype takes of a Workspace (its bytes, aligned)."""
+    return align(math.prod(shape) * np.dtype(dtype).itemsize)
 
 
 class Workspace:
@@ -130,7 +125,7 @@ class Workspace:
         n = math.prod(shape) * dtype.itemsize
         if self.buf is not None and self.top + n <= self.buf.nbytes:
             a = self.buf[self.top:self.top + n].view(dtype).reshape(shape)
-            self.top += aligned(n)
+            self.top += align(n)
             self.high = max(self.high, self.top)
             return a
         self.missed += n

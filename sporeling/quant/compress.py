@@ -34,7 +34,7 @@ from ..ir import Graph
 from ..tools import human_bytes
 from .encode import channel_axes, encode, quantize_tensor
 from .judge import (STREAM_SAMPLES, feedback_pairs, load_calibration, output_cosines, run_stream, sample_feeds,
-                    stream_feeds, symbolic_inputs, symbolic_note, worst_mean_agreement)
+                    symbolic_inputs, symbolic_note, worst_mean_agreement)
 from .quantize import MIN_QUANT_WEIGHT_SIZE, should_quantize
 
 METHODS = ("mixed", "original", "fixed")
@@ -198,8 +198,9 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
         states = set(pairs.values())
         feeds = [{**feeds[0], **({} if calib else {k: np.zeros_like(feeds[0][k]) for k in states})}] + \
             [{k: v for k, v in f.items() if k not in states} for f in feeds[1:]]
+    fed: list[dict] = []  # the feeds as the float model saw them, its state carried (GPTQ's statistics)
     try:
-        expected = run_stream(reference, feeds, pairs)
+        expected = run_stream(reference, feeds, pairs, fed)
     except SporelingError as e:
         raise failed(e) from e
 
@@ -220,8 +221,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
         searches = {n: TensorSearch(weights[n], a, bias_correction) for n, a in chosen.items()}
         summary["target_error"], quantized, worst = tune(searches, score, target_cosine, progress=progress)
     else:
-        rounders = _gptq_rounders(graph, chosen, stream_feeds(reference, feeds, pairs), bias_correction, say) \
-            if rounding == "gptq" else {}
+        rounders = _gptq_rounders(graph, chosen, fed, bias_correction, say) if rounding == "gptq" else {}
         cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n)) for n, a in chosen.items()}
         found = allocate(cands, score, target_cosine, progress=progress, budget=budget)
         quantized, worst = found.quantized, found.value

@@ -119,32 +119,16 @@ def _stem(name: str) -> str:
     return stem
 
 
-def stream_feeds(reference, feeds: list[dict], feedback: dict[str, str]) -> list[dict]:
-    """The feeds of a stream as the float model sees them: each input after the first takes the state the
-    float model's previous step produced (a state the first lacks starts at zeros)."""
-    if not feedback:
-        return feeds
-    specs = {s.name: s for s in reference.inputs}
-    full, carry = [], {}
-    for k, f in enumerate(feeds):
-        f = dict(f)
-        for inp in feedback.values():
-            if k == 0 and inp not in f:
-                f[inp] = np.zeros(specs[inp].shape, specs[inp].dtype)
-            elif k > 0:
-                f[inp] = carry[inp]
-        full.append(f)
-        out = reference.run(f)
-        carry = {inp: np.asarray(out[o]) for o, inp in feedback.items()}
-    return full
-
-
-def run_stream(model, feeds: list[dict], feedback: dict[str, str]) -> list[dict]:
+def run_stream(model, feeds: list[dict], feedback: dict[str, str], fed: list | None = None) -> list[dict]:
     """The model's outputs over the feeds; with feedback, as a stream carrying its own state from each step
-    into the next (the first step takes the state its feed holds)."""
+    into the next (the first step takes the state its feed holds). `fed`, if given, receives each step's
+    complete feeds, carried state included."""
     outs, carry = [], {}
     for f in feeds:
-        out = model.run({**f, **carry})
+        f = {**f, **carry}
+        if fed is not None:
+            fed.append(f)
+        out = model.run(f)
         outs.append(out)
         carry = {inp: np.asarray(out[o]) for o, inp in feedback.items()}
     return outs

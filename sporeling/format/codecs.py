@@ -5,6 +5,8 @@ Every tensor entry names its codec. A codec is a small object with
   required    whether a reader that does not know this codec must refuse the file (True for any codec
               whose bytes mean nothing without it; False only for an optional alternative encoding
               whose tensor entry also carries a `fallback` a plain reader can use);
+  in_place    whether decoding views the file's bytes as the array (raw), so the payload must start on a
+              multiple of 64 bytes; a codec that decodes into a new array (absent: True) may start anywhere;
   max_ratio   a bound on decoded bytes (elements * itemsize) per encoded byte: the reader checks a
               tensor's declared shape against its encoded length times this before it decodes or
               allocates anything, so a crafted shape cannot exhaust memory;
@@ -28,6 +30,7 @@ import numpy as np
 class Codec(Protocol):
     name: str
     required: bool
+    in_place: bool
     max_ratio: float
 
     def supports(self, dtype: np.dtype) -> bool: ...
@@ -35,6 +38,11 @@ class Codec(Protocol):
     def encode(self, array: np.ndarray) -> tuple[Any, dict]: ...
 
     def decode(self, buf: memoryview, dtype: np.dtype, shape: tuple[int, ...], params: dict) -> np.ndarray: ...
+
+
+def in_place(codec) -> bool:
+    """Whether a codec's payload must be aligned (see Codec.in_place); True for a codec that does not say."""
+    return bool(getattr(codec, "in_place", True))
 
 
 def element_count(shape: tuple[int, ...]) -> int:
@@ -49,6 +57,7 @@ def _little(dtype: np.dtype) -> np.dtype:
 class RawCodec:
     name = "raw"
     required = True
+    in_place = True
     max_ratio = 1.0
 
     def supports(self, dtype: np.dtype) -> bool:
@@ -77,6 +86,7 @@ class RawCodec:
 class StringsCodec:
     name = "strings"
     required = True
+    in_place = True  # its lengths are read as a uint32 array
     max_ratio = 2.0  # >= 4 encoded bytes (a length) per element, 8 decoded (a pointer)
 
     def supports(self, dtype: np.dtype) -> bool:

@@ -101,6 +101,7 @@ def _check_params(params: dict, shape: tuple[int, ...]) -> tuple[int, int | None
 class _AffineCodec:
     required = True
     max_ratio = MAX_RATIO
+    in_place = False  # decodes into a new array: the payload may start at any byte
 
     def supports(self, dtype: np.dtype) -> bool:
         return False  # never chosen for a plain array: the quantizer hands over Encoded tensors
@@ -160,6 +161,7 @@ class HalfCodec:
     name = "half"
     required = True
     max_ratio = 2.0
+    in_place = False
 
     def supports(self, dtype: np.dtype) -> bool:
         return False  # chosen by the compressor, which checks exactness

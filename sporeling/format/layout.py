@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from ..errors import ModelLoadError
 
 MAGIC = b"SPORE\x00\r\n"  # the NUL stops text tools; CR LF catches line-ending conversion
-FORMAT_VERSION = (1, 1)  # (major, minor): a reader reads its own major and any minor of it
-ALIGN = 64  # every section and every tensor starts on a multiple of this
+FORMAT_VERSION = (1, 2)  # (major, minor): a reader reads its own major and any minor of it
+ALIGN = 64  # every section and every tensor viewed in place starts on a multiple of this
+PACKED_OFFSETS = "packed-offsets"  # 1.2: decoded tensors may start anywhere (a document "requires" it)
 
 HEADER = struct.Struct("<8sHHIQQIII16sI")  # magic maj min header_size file_size table_off count entry_size
 HEADER_SIZE = HEADER.size  # table_crc reserved header_crc

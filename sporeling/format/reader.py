@@ -27,14 +27,15 @@ from typing import Any
 import numpy as np
 
 from ..ir import Graph
-from .codecs import CODECS, Codec, element_count
+from .codecs import CODECS, Codec, element_count, in_place
 from .graph_decode import decode_dtype, decode_graph, need_bool, need_int, need_list, need_obj, need_str
 from .graph_json import FormatProblem, show_value
-from .layout import (ALIGN, FORMAT_VERSION, HEADER_SIZE, MAX_JSON_BYTES, Header, Section, SporeFormatError, crc32,
-                     unpack_header, unpack_table)
+from .layout import (ALIGN, FORMAT_VERSION, HEADER_SIZE, MAX_JSON_BYTES, PACKED_OFFSETS, Header, Section,
+                     SporeFormatError, crc32, unpack_header, unpack_table)
 
-KNOWN_SECTIONS = ("DATA", "GRAPH", "GRAPHZ", "META")
-KNOWN_FEATURES: frozenset[str] = frozenset({"quant-scales-f16"})  # names a document's "requires" may hold
+KNOWN_SECTIONS = ("DATA", "GRAPH", "GRAPHZ", "META", "METAZ")
+DEFLATED = ("GRAPHZ", "METAZ")  # sections holding their JSON as one zlib stream
+KNOWN_FEATURES: frozenset[str] = frozenset({"quant-scales-f16", PACKED_OFFSETS})  # names a document's "requires" may hold
 MAX_NDIM = 64
 MAX_DIM = 1 << 62
 MAX_FALLBACKS = 4
@@ -92,7 +93,10 @@ class _File:
         if len(graph_tags) != 1:
             raise FormatProblem("has no GRAPH section" if not graph_tags else "has both GRAPH and GRAPHZ sections")
         self.doc = need_obj(self.json(graph_tags[0]), "graph section")
-        self.meta = need_obj(self.json("META"), "META section") if "META" in self.sections else {}
+        meta_tags = [t for t in ("META", "METAZ") if t in self.sections]
+        if len(meta_tags) > 1:
+            raise FormatProblem("has both META and METAZ sections")
+        self.meta = need_obj(self.json(meta_tags[0]), f"{meta_tags[0]} section") if meta_tags else {}
         for feature in need_list(self.doc.get("requires", []), "graph section: requires"):
             if need_str(feature, "graph section: requires") not in KNOWN_FEATURES:
                 raise FormatProblem(f"needs the format feature {feature!r}, which this sporeling lacks: "
@@ -119,7 +123,7 @@ class _File:
             if crc32(raw) != s.crc:
                 raise FormatProblem(f"section {tag} checksum mismatch (the file is corrupt)")
             text = bytes(raw)
-        if tag == "GRAPHZ":
+        if tag in DEFLATED:
             text = _inflate(text, tag)
         try:
             return json.loads(str(text, "utf-8"), parse_constant=_no_constants)
@@ -196,8 +200,9 @@ def _entry(e: Any, k: int, data: Section | None, depth: int = 0) -> _Entry:
     shape = tuple(need_int(d, f"{where}: shape", 0, MAX_DIM) for d in dims)
     offset = need_int(e.get("offset"), f"{where}: offset", 0, data.length)
     length = need_int(e.get("length"), f"{where}: length", 0, data.length - offset)
-    if offset % ALIGN:
-        raise FormatProblem(f"{where}: offset {offset} is not a multiple of {ALIGN}")
+    if offset % ALIGN and in_place(codec):
+        raise FormatProblem(f"{where}: offset {offset} is not a multiple of {ALIGN} (codec {codec.name} is read "
+                            f"in place)")
     params = need_obj(e.get("params", {}), f"{where}: params")
     nbytes = element_count(shape) * dtype.itemsize
     if nbytes > codec.max_ratio * length:

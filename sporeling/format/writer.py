@@ -1,7 +1,8 @@
 """Writing a Graph as a .spore file.
 
 The graph becomes a JSON document (graph_json) while its arrays are encoded through the codec table and
-laid out one after another in the data section, each at a multiple of 64 bytes. The file is then
+laid out one after another in the data section: each tensor the reader views in place (raw) at a multiple
+of 64 bytes, each it decodes (quantized codes, float16) right after the one before. The file is then
 written in one pass, atomically (temp file in the same folder, fsync, rename: tools.atomic_write): the
 header's place first, zeros; the data section, its CRC-32 computed as it streams; the graph and
 provenance sections; the section table; and last the header, over the zeros. Raw tensors are written
@@ -19,11 +20,11 @@ import numpy as np
 
 from ..ir import Graph
 from ..tools import atomic_write
-from .codecs import CODECS, codec_for
+from .codecs import CODECS, codec_for, in_place
 from .codecs_quant import SCALES_F16, Encoded
 from .dtypes import dtype_name
 from .graph_json import FormatProblem, encode_graph
-from .layout import ALIGN, HEADER_SIZE, REQUIRED, Section, SporeFormatError, crc32, pack_header, pack_table, pad_to
+from .layout import ALIGN, HEADER_SIZE, PACKED_OFFSETS, REQUIRED, Section, SporeFormatError, crc32, pack_header, pack_table, pad_to
 
 
 def _producer() -> str:
@@ -38,10 +39,11 @@ class _Tensors:
     def __init__(self, encoded: dict[int, Encoded] | None = None):
         self.encoded = encoded or {}  # id(array) -> the encoding the caller already made for it
         self.entries: list[dict] = []
-        self.payloads: list[memoryview] = []
+        self.payloads: list[tuple[int, memoryview]] = []  # (zero bytes before it, payload)
         self.index: dict[int, int] = {}
         self.keep: list[np.ndarray] = []  # holds every array seen, so no id() is reused while we index by it
         self.size = 0
+        self.packed = False  # whether some payload starts off a multiple of ALIGN (format feature PACKED)
 
     def add(self, array: np.ndarray, name: str) -> int:
         if id(array) in self.index:
@@ -62,16 +64,25 @@ class _Tensors:
             except ValueError as e:
                 raise FormatProblem(f"tensor '{name}': {e}") from None
         data = memoryview(payload).cast("B")
+        # A payload the reader views in place starts on a multiple of ALIGN; a decoded one (quantized codes,
+        # float16) follows the one before it directly, which saves up to 63 bytes a tensor in a small model.
+        offset = self.size + (pad_to(self.size) if in_place(codec) else 0)
+        self.packed |= offset % ALIGN != 0
         entry: dict[str, Any] = {"name": name, "dtype": dname, "shape": [int(d) for d in array.shape],
-                                 "codec": codec.name, "offset": self.size, "length": data.nbytes}
+                                 "codec": codec.name, "offset": offset, "length": data.nbytes}
         if params:
             entry["params"] = params
         self.keep.append(array)
         self.index[id(array)] = len(self.entries)
         self.entries.append(entry)
-        self.payloads.append(data)
-        self.size += data.nbytes + pad_to(data.nbytes)
+        self.payloads.append((offset - self.size, data))
+        self.size = offset + data.nbytes
         return self.index[id(array)]
+
+    @property
+    def section_size(self) -> int:
+        """The data section's length: the last payload's end, rounded up to ALIGN for the next section."""
+        return self.size + pad_to(self.size)
 
 
 def _json_bytes(doc: Any, what: str) -> bytes:
@@ -99,27 +110,33 @@ def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None
                                 f"(or name more than one)")
         tensors = _Tensors({id(arrays[k]): v for k, v in (encoded or {}).items()})
         doc = {"graph": encode_graph(graph, tensors.add), "tensors": tensors.entries}
+        requires = []
         if any((e.params or {}).get("scales") == "f16" for e in (encoded or {}).values()):
-            doc["requires"] = [SCALES_F16]  # a reader that ignored the compact scales would misread the weights
+            requires.append(SCALES_F16)  # a reader that ignored the compact scales would misread the weights
+        if tensors.packed:
+            requires.append(PACKED_OFFSETS)  # a 1.1 reader would refuse the offsets without saying why
+        if requires:
+            doc["requires"] = requires
         if provenance is not None and not isinstance(provenance, dict):
             raise FormatProblem(f"provenance must be a dict, not {type(provenance).__name__}")
         meta = {**(provenance or {}), "producer": _producer()}
         # The graph goes in zlib'd (GRAPHZ): its JSON repeats names and keys, and shrinks 5-10x, which
         # matters once the weights are compressed (a small model's graph can outweigh its codes).
-        graph_bytes = zlib.compress(_json_bytes(doc, "the graph"), 6)
-        meta_bytes = _json_bytes(meta, "the provenance")
+        graph_bytes = zlib.compress(_json_bytes(doc, "the graph"), 9)
+        meta_bytes = zlib.compress(_json_bytes(meta, "the provenance"), 9)  # METAZ: its pass log shrinks 2.5x
     except FormatProblem as e:
         raise SporeFormatError(f"{path}: cannot save: {e}") from None
     except RecursionError:
         raise SporeFormatError(f"{path}: cannot save: the graph nests too deeply") from None
 
     data_at = HEADER_SIZE
-    graph_at = data_at + tensors.size
+    data_size = tensors.section_size
+    graph_at = data_at + data_size
     meta_at = graph_at + len(graph_bytes) + pad_to(len(graph_bytes))
     table_at = meta_at + len(meta_bytes) + pad_to(len(meta_bytes))
-    sections = [Section("DATA", REQUIRED, 0, data_at, tensors.size),
+    sections = [Section("DATA", REQUIRED, 0, data_at, data_size),
                 Section("GRAPHZ", REQUIRED, crc32(graph_bytes), graph_at, len(graph_bytes)),
-                Section("META", 0, crc32(meta_bytes), meta_at, len(meta_bytes))]
+                Section("METAZ", 0, crc32(meta_bytes), meta_at, len(meta_bytes))]
     file_size = table_at + len(sections) * 32
 
     def write(f) -> None:
@@ -127,11 +144,14 @@ def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None
             os.fchmod(f.fileno(), 0o666 & ~_umask())
         f.write(b"\0" * HEADER_SIZE)
         crc = 0
-        for data in tensors.payloads:
-            pad = b"\0" * pad_to(data.nbytes)
-            f.write(data)
+        for gap, data in tensors.payloads:
+            pad = b"\0" * gap
             f.write(pad)
-            crc = zlib.crc32(pad, zlib.crc32(data, crc))
+            f.write(data)
+            crc = zlib.crc32(data, zlib.crc32(pad, crc))
+        tail = b"\0" * (data_size - tensors.size)
+        f.write(tail)
+        crc = zlib.crc32(tail, crc)
         sections[0].crc = crc & 0xFFFFFFFF
         for blob in (graph_bytes, meta_bytes):
             f.write(blob + b"\0" * pad_to(len(blob)))

@@ -60,6 +60,53 @@ def channel_axes(graph: Graph) -> dict[str, int]:
     return axes
 
 
+# Ops whose float initializers are arithmetic operands (weights, biases, slopes, normalization
+# parameters): rounding them to float16 moves the outputs by about as much as float16 rounding of the
+# operand, which the searches then measure. Any other reader (Resize scales, Pad values, Range bounds,
+# shape arithmetic, an If body reading it from outside) keeps the tensor exact.
+_ARITHMETIC = {"Conv", "FusedConv", "ConvTranspose", "Gemm", "MatMul", "FusedMatMul", "Add", "Sub", "Mul",
+               "PRelu", "BatchNormalization", "LayerNormalization", "InstanceNormalization", "LSTM", "GRU", "RNN"}
+HALF_MAX = 65504.0
+
+
+def half_candidates(graph: Graph, skip) -> dict[str, np.ndarray]:
+    """Name -> the tensor rounded to float16 values (still float32), for each float32 initializer of the
+    graph or its bodies that is not in `skip` (the quantized ones), not already exact in float16, within
+    float16's range, and read only as an arithmetic operand (_ARITHMETIC, through Cast/Identity). The
+    file then stores it in half the bytes (the lossless "half" codec of float16-exact float32 tensors)."""
+    found: dict[str, np.ndarray] = {}
+    seen: set[str] = set()
+
+    def walk(g: Graph) -> None:
+        consumers = g.consumers()
+        for name, arr in g.initializers.items():
+            if name in seen:  # a name two bodies share names no one tensor (named_initializers drops it)
+                found.pop(name, None)
+                continue
+            seen.add(name)
+            if name in skip or arr.dtype != np.float32 or arr.ndim == 0 or not _arithmetic(name, consumers):
+                continue
+            if not np.isfinite(arr).all() or np.abs(arr).max(initial=0.0) > HALF_MAX:
+                continue
+            half = arr.astype(np.float16).astype(np.float32)
+            if not np.array_equal(half, arr):
+                found[name] = half
+        for n in g.nodes:
+            for sg in n.subgraphs():
+                walk(sg)
+
+    walk(graph)
+    return found
+
+
+def _arithmetic(name: str, consumers: dict) -> bool:
+    value, users = name, consumers.get(name, [])
+    while len(users) == 1 and users[0].op_type in ("Cast", "Identity"):
+        value = users[0].outputs[0]
+        users = consumers.get(value, [])
+    return bool(users) and all(n.op_type in _ARITHMETIC and value in n.inputs for n in users)
+
+
 def quantize_tensor(w: np.ndarray, bits: int, axis: int | None, *, bias_correction: bool = True,
                     method: str = "mse", symmetric: bool = True) -> Quantized:
     codes, params = quantize(w, bits, symmetric=symmetric, axis=axis, method=method)

@@ -139,12 +139,13 @@ def every_feature_graph() -> Graph:
 
 # ---- taking files apart --------------------------------------------------------------------------
 def explode(blob: bytes) -> tuple[dict, dict, bytes, list]:
-    """(graph document, META document, data section bytes, sections) of a valid file's bytes."""
+    """(graph document, META (or METAZ) document, data section bytes, sections) of a valid file's bytes."""
     head = layout.unpack_header(blob, len(blob))
     sections = layout.unpack_table(blob, head)
     part = {t: blob[s.offset : s.offset + s.length] for t, s in sections.items()}
     graph = part["GRAPH"] if "GRAPH" in part else zlib.decompress(part["GRAPHZ"])
-    return json.loads(graph), json.loads(part.get("META", b"{}")), part.get("DATA", b""), sections
+    meta = zlib.decompress(part["METAZ"]) if "METAZ" in part else part.get("META", b"{}")
+    return json.loads(graph), json.loads(meta), part.get("DATA", b""), sections
 
 
 def build(doc, meta=None, data: bytes = b"", *, graph_bytes: bytes | None = None, version=layout.FORMAT_VERSION,

@@ -164,3 +164,19 @@ def test_graphz_that_is_not_zlib_is_refused(model):
                        (good + b"tail", "bytes after it")):
         with pytest.raises(SporeFormatError, match=match):
             load_spore(_write(path, build(doc, meta, data, graphz=bad)))
+
+
+def test_provenance_is_written_deflated_and_a_plain_meta_section_still_reads(model):
+    import zlib
+
+    g, (doc, meta, data, sections), path = model
+    assert "METAZ" in sections and "META" not in sections  # 1.2 writes METAZ
+    assert meta["source"] == "m.onnx"
+    _, prov = load_spore(_write(path, build(doc, meta, data)), with_provenance=True)  # 1.1's plain META
+    assert prov["source"] == "m.onnx"
+    both = build(doc, meta, data, extra=[("METAZ", 0, zlib.compress(json.dumps(meta).encode()))])
+    with pytest.raises(SporeFormatError, match="both META and METAZ"):
+        load_spore(_write(path, both))
+    broken = build(doc, None, data, extra=[("METAZ", 0, b"not zlib")])
+    with pytest.raises(SporeFormatError, match="METAZ.*not a valid zlib stream"):
+        load_spore(_write(path, broken))

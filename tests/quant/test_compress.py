@@ -99,6 +99,46 @@ def test_compact_scales_are_a_required_feature(tmp_path):
         reader.KNOWN_FEATURES = old
 
 
+def test_decoded_payloads_are_packed_and_raw_ones_stay_aligned(tmp_path):
+    """Quantized and float16 payloads follow each other with no padding (format 1.2's packed-offsets); a raw
+    tensor, which the reader views in place, still starts on a multiple of 64; a reader without the feature
+    refuses by name; a raw tensor placed off the grid is refused."""
+    from sporeling.format import reader
+    from sporeling.format.codecs_quant import encode_half
+    from sporeling.format.reader import _File
+    from tests.format.helpers import build, explode
+
+    g = conv_graph()
+    odd = rng.standard_normal(7).astype(np.float16).astype(np.float32)  # 14 bytes as float16
+    g.initializers.update(h=odd, h2=odd[::-1].copy())
+    g.nodes += [Node("Add", ["y", "h"], ["z0"]), Node("Add", ["z0", "h2"], ["z"])]
+    g.outputs = [ValueInfo("z", np.dtype(np.float32), None)]
+    enc = {"h": encode_half(odd), "h2": encode_half(odd[::-1].copy()),
+           "w": encode(quantize_tensor(g.initializers["w"], 5, 0))}
+    path = tmp_path / "p.spore"
+    save_spore(g, path, encoded=enc)
+    f = _File(str(path))
+    assert any(e.offset % 64 for e in f.entries if e.codec.name != "raw")  # something follows the 14 bytes
+    assert all(e.offset % 64 == 0 for e in f.entries if e.codec.name == "raw")
+    assert "packed-offsets" in f.doc["requires"]
+    f.close()
+    back = load_spore(path)
+    assert np.array_equal(back.initializers["h"], odd) and np.array_equal(back.initializers["b"], g.initializers["b"])
+    old = reader.KNOWN_FEATURES
+    try:
+        reader.KNOWN_FEATURES = frozenset({"quant-scales-f16"})
+        with pytest.raises(SporeFormatError, match="packed-offsets"):
+            load_spore(path)
+    finally:
+        reader.KNOWN_FEATURES = old
+    # the raw bias moved off the grid by one byte (the data section has room after it): refused by name
+    doc, meta, data, _ = explode(path.read_bytes())
+    (bias,) = [e for e in doc["tensors"] if e["name"] == "b"]
+    assert bias["codec"] == "raw" and bias["offset"] + bias["length"] < len(data)
+    bias["offset"] += 1
+    (tmp_path / "bad.spore").write_bytes(build(doc, meta, data))
+    with pytest.raises(SporeFormatError, match=r"'b': offset \d+ is not a multiple of 64 \(codec raw is read in"):
+        load_spore(tmp_path / "bad.spore")
 
 
 @pytest.mark.parametrize("params,fragment", [({"bits": 17, "axis": 0, "channels": 32}, "bits"),

@@ -334,3 +334,73 @@ def test_silero_compressed_data_free_keeps_its_output_over_a_real_audio_stream(t
     # state's cosine per chunk averaged
     assert cosine(p, q) >= 0.995 and np.abs(p - q).max() < 0.1
     assert np.mean([cosine(e["stateN"], g["stateN"]) for e, g in zip(expected, got)]) >= 0.995
+
+
+def test_float_tensors_go_to_float16_when_the_search_finds_it_harmless(chain_onnx, tmp_path):
+    from sporeling.format import load_spore
+    from sporeling.format.reader import _File
+    from sporeling.quant.compress import compress
+
+    r = compress(chain_onnx, tmp_path / "m.spore", verbose=False)
+    assert r["float16_tensors"] == 3 and r["met"]  # the three biases
+    graph = load_spore(tmp_path / "m.spore")
+    for b in ("b0", "b1", "b2"):
+        v = graph.initializers[b]
+        assert v.dtype == np.float32 and np.array_equal(v.astype(np.float16).astype(np.float32), v)
+        assert np.abs(v - chain_graph().initializers[b]).max() > 0  # rounded, not the float32 values
+    f = _File(str(tmp_path / "m.spore"))
+    codecs = {e.codec.name for e in f.entries}
+    f.close()
+    assert "half" in codecs and codecs & {"qfse", "qpack"}
+    fixed = compress(chain_onnx, tmp_path / "f.spore", method="fixed", verbose=False)
+    assert "float16_tensors" not in fixed  # no search, nothing to judge the rounding by: fixed keeps float32
+
+
+def offset_graph() -> Graph:
+    """y = (x @ w + 1000.3) - 1000: float16 rounds 1000.3 to 1000.5, which moves every output by 0.2 on
+    values of about 0.3. Reading the constant through a Resize-like shape op would not be rounded at all."""
+    w = (rng.standard_normal((64, 64)) / 80).astype(np.float32)
+    inits = {"w": w, "big": np.full(64, 1000.3, np.float32), "back": np.full(64, 1000.0, np.float32)}
+    nodes = [Node("MatMul", ["x", "w"], ["m"]), Node("Add", ["m", "big"], ["a"]), Node("Sub", ["a", "back"], ["y"])]
+    return Graph(nodes, [ValueInfo("x", np.dtype(np.float32), (4, 64))],
+                 [ValueInfo("y", np.dtype(np.float32), (4, 64))], inits, opsets={"": 17})
+
+
+def test_float_tensors_stay_float32_when_float16_alone_costs_the_outputs(tmp_path_factory, tmp_path):
+    from sporeling.format import load_spore
+    from sporeling.quant.compress import compress
+    from sporeling.quant.encode import half_candidates
+
+    assert set(half_candidates(offset_graph(), {"w"})) == {"big"}  # 1000.0 is exact in float16 already
+    path = _exported(offset_graph(), tmp_path_factory, "offset")
+    lines = []
+    r = compress(path, tmp_path / "o.spore", verbose=True, stream=_Lines(lines))
+    assert r["float16_tensors"] == 0 and r["met"]
+    assert any("stay float32" in s for s in lines)
+    assert load_spore(tmp_path / "o.spore").initializers["big"][0] == np.float32(1000.3)
+
+
+def test_only_arithmetic_operands_are_rounded():
+    from sporeling.quant.encode import half_candidates
+
+    g = Graph([Node("Resize", ["x", "", "scales"], ["r"], {"mode": "nearest"}),
+               Node("Mul", ["r", "gain"], ["m"]), Node("Cast", ["gain2"], ["g2"], {"to": 1}),
+               Node("Add", ["m", "g2"], ["y"])],
+              [ValueInfo("x", np.dtype(np.float32), (1, 1, 3, 3))], [ValueInfo("y", np.dtype(np.float32), None)],
+              {"scales": np.array([1, 1, 1.7, 1.7], np.float32), "gain": np.full(3, 0.1, np.float32),
+               "gain2": np.full(3, 0.3, np.float32)}, opsets={"": 17})
+    found = half_candidates(g, set())
+    assert set(found) == {"gain", "gain2"}  # Resize's scales decide a shape: never rounded
+    assert found["gain"].dtype == np.float32 and found["gain"][0] == np.float32(np.float16(0.1))
+    assert half_candidates(g, {"gain"}).keys() == {"gain2"}
+
+
+class _Lines:
+    def __init__(self, lines: list):
+        self.lines = lines
+
+    def write(self, s: str) -> None:
+        self.lines.extend(x for x in s.splitlines() if x)
+
+    def flush(self) -> None:
+        pass

@@ -24,7 +24,8 @@ from .codecs import CODECS, codec_for, in_place
 from .codecs_quant import SCALES_F16, Encoded
 from .dtypes import dtype_name
 from .graph_json import FormatProblem, encode_graph
-from .layout import ALIGN, HEADER_SIZE, PACKED_OFFSETS, REQUIRED, Section, SporeFormatError, crc32, pack_header, pack_table, pad_to
+from .layout import (ALIGN, HEADER_SIZE, PACKED_OFFSETS, REQUIRED, Section, SporeFormatError, crc32, pack_header,
+                     pack_table, pad_to)
 
 
 def _producer() -> str:
@@ -43,7 +44,7 @@ class _Tensors:
         self.index: dict[int, int] = {}
         self.keep: list[np.ndarray] = []  # holds every array seen, so no id() is reused while we index by it
         self.size = 0
-        self.packed = False  # whether some payload starts off a multiple of ALIGN (format feature PACKED)
+        self.packed = False  # whether some payload starts off a multiple of ALIGN (the format feature PACKED_OFFSETS)
 
     def add(self, array: np.ndarray, name: str) -> int:
         if id(array) in self.index:

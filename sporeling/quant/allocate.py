@@ -5,7 +5,8 @@ convolution or the classifier moves the outputs far more than the same relative 
 layer, and a large tensor costs more bytes per step of precision than a small one. So we:
 
 1. measure each tensor's sensitivity once: quantize that tensor alone, run the sample inputs, and take
-   s_i = (1 - worst output agreement) / e_i^2, with e_i its relative weight error. Output distortion
+   s_i = (agreement with nothing quantized - worst output agreement) / e_i^2, with e_i its relative weight
+   error (the first is 1 unless the caller rounds something else in every candidate too). Output distortion
    grows with the square of a small weight error, but only while it is small: a probe that wrecks the
    outputs saturates (1 - cosine cannot pass 1) and would call the most sensitive layer tame. So the
    probe starts at PROBE_LADDER[0] levels and goes finer until the loss is below LINEAR_LOSS;
@@ -108,14 +109,18 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
     """The smallest allocation whose measured agreement meets target_cosine; or, with `budget` (bytes of
     coded weights), the allocation of the additive model's least predicted distortion within it."""
     sens, unreached = {}, []
+    # What the model scores with no weight quantized: 1 for the float model, a little less when the caller
+    # judges every candidate with something else changed too (float tensors rounded to float16). Each probe
+    # is measured from it, so that change is not counted as every tensor's own loss.
+    base = score({}) if candidates else 1.0
     for name, c in candidates.items():
         for levels in PROBE_LADDER:
             q = c.quantize(levels)
-            loss = max(1.0 - score({name: q}), 1e-12)
+            loss = max(base - score({name: q}), 1e-12)
             if loss <= LINEAR_LOSS:
                 break
         sens[name] = loss / max(q.error, 1e-12) ** 2
-        if loss <= 1e-12 and _untouched(score, name, c):
+        if loss <= 1e-12 and _untouched(score, name, c, base):
             unreached.append(name)
     progress(f"sensitivities measured for {len(sens)} tensors (max/min {max(sens.values()) / min(sens.values()):.3g})"
              if sens else "nothing to quantize")
@@ -176,10 +181,11 @@ def _curve(tried: dict, labels: dict, chosen: tuple) -> list[dict]:
                    for k, (size, value) in tried.items()), key=lambda p: p["code_bytes"])
 
 
-def _untouched(score, name: str, c: Candidates) -> bool:
-    """Whether even the coarsest quantization of the tensor leaves every output exactly as it was: the
-    samples never reach it (the If branch of another sample rate), so the search cannot judge it."""
-    return 1.0 - score({name: c.quantize(LEVEL_GRID[0])}) <= 1e-15
+def _untouched(score, name: str, c: Candidates, base: float) -> bool:
+    """Whether even the coarsest quantization of the tensor leaves every output exactly as it was (as it
+    scores with nothing quantized, `base`): the samples never reach it (the If branch of another sample
+    rate), so the search cannot judge it."""
+    return base - score({name: c.quantize(LEVEL_GRID[0])}) <= 1e-15
 
 
 def _refine(candidates, sens, tried, measure, target_cosine: float, budget: int, fixed: set) -> None:

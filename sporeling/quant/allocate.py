@@ -4,9 +4,9 @@ The original gives every tensor the same error target. But layers differ: an err
 convolution or the classifier moves the outputs far more than the same relative error in a wide middle
 layer, and a large tensor costs more bytes per step of precision than a small one. So we:
 
-1. measure each tensor's sensitivity once: quantize that tensor alone, run the sample inputs, and take
-   s_i = (agreement with nothing quantized - worst output agreement) / e_i^2, with e_i its relative weight
-   error (the first is 1 unless the caller rounds something else in every candidate too). Output distortion
+1. measure each tensor's sensitivity once: quantize that tensor alone, everything else float, run the
+   sample inputs, and take s_i = (1 - worst output agreement) / e_i^2, with e_i its relative weight
+   error. Output distortion
    grows with the square of a small weight error, but only while it is small: a probe that wrecks the
    outputs saturates (1 - cosine cannot pass 1) and would call the most sensitive layer tame. So the
    probe starts at PROBE_LADDER[0] levels and goes finer until the loss is below LINEAR_LOSS;
@@ -105,22 +105,26 @@ class Allocation(NamedTuple):
 
 def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quantized]], float],
              target_cosine: float, progress: Callable[[str], None] = lambda s: None, steps: int = 12,
-             refine: int = 8, budget: float | None = None) -> Allocation:
+             refine: int = 8, budget: float | None = None,
+             probe: Callable[[dict[str, Quantized]], float] | None = None) -> Allocation:
     """The smallest allocation whose measured agreement meets target_cosine; or, with `budget` (bytes of
-    coded weights), the allocation of the additive model's least predicted distortion within it."""
+    coded weights), the allocation of the additive model's least predicted distortion within it.
+    probe: how the sensitivity probes score one quantized tensor, with nothing else changed (default:
+    score). When score judges every candidate with something else changed too (float tensors rounded to
+    float16), the probes must not: that change would count as every tensor's own loss, hiding the tensors
+    no sample reaches; and measured from it instead, a probe whose error happens to cancel some of it
+    comes out lossless, and its tensor would take the coarsest levels (PP-OCR rec: real cosine 0.977)."""
+    probe = probe or score
     sens, unreached = {}, []
-    # What the model scores with no weight quantized: 1 for the float model, a little less when the caller
-    # judges every candidate with something else changed too (float tensors rounded to float16). Each probe
-    # is measured from it, so that change is not counted as every tensor's own loss.
-    base = score({}) if candidates else 1.0
+    base = probe({}) if candidates else 1.0  # the float model's own agreement: 1 up to rounding
     for name, c in candidates.items():
         for levels in PROBE_LADDER:
             q = c.quantize(levels)
-            loss = max(base - score({name: q}), 1e-12)
+            loss = max(base - probe({name: q}), 1e-12)
             if loss <= LINEAR_LOSS:
                 break
         sens[name] = loss / max(q.error, 1e-12) ** 2
-        if loss <= 1e-12 and _untouched(score, name, c, base):
+        if loss <= 1e-12 and _untouched(probe, name, c, base):
             unreached.append(name)
     progress(f"sensitivities measured for {len(sens)} tensors (max/min {max(sens.values()) / min(sens.values()):.3g})"
              if sens else "nothing to quantize")

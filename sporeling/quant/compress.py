@@ -237,8 +237,11 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
             say(f"  the float tensors stay float32: float16 alone leaves the worst output agreement at {value:.6f}")
             halves = {}
 
-    def score(qs) -> float:
+    def score(qs, halves=halves) -> float:
         return agreement_with({**halves, **{n: decoded(q, weights[n].dtype) for n, q in qs.items()}})
+
+    def probe(qs) -> float:  # a sensitivity probe: the one tensor quantized, every other float as it was
+        return score(qs, {})
 
     goal = f"least output error within {budget / 1024:.0f} KiB of codes" if budget is not None else \
         f"output cosine >= {target_cosine}"
@@ -254,7 +257,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     else:
         rounders = _gptq_rounders(graph, chosen, fed, bias_correction, say) if rounding == "gptq" else {}
         cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n)) for n, a in chosen.items()}
-        found = allocate(cands, score, target_cosine, progress=progress, budget=budget)
+        found = allocate(cands, score, target_cosine, progress=progress, budget=budget, probe=probe)
         quantized, worst = found.quantized, found.value
         summary["sensitivity"] = {k: (float(v) if np.isfinite(v) else None) for k, v in found.sensitivity.items()}
         summary["curve"] = found.curve

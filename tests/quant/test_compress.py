@@ -235,6 +235,33 @@ def test_allocation_spends_bytes_where_the_output_is_sensitive():
     assert c.pick(1e3, 1e-6) >= c.pick(1.0, 1e-6)  # a more sensitive tensor gets at least as many levels
 
 
+def test_sensitivity_probes_judge_one_tensor_against_the_float_model_not_the_candidates_baseline():
+    # Every candidate is judged with something else changed too (float16 biases: a loss `offset`), and
+    # quantizing "a" happens to cancel it. Probed from that baseline, "a" would look lossless and take the
+    # coarsest levels; the probes score it alone against float instead, and the allocation keeps "a" fine.
+    from sporeling.quant.allocate import LEVEL_GRID, Candidates, allocate
+
+    ws = {"a": rng.standard_normal((16, 64)).astype(np.float32), "b": rng.standard_normal((16, 64)).astype(np.float32)}
+    cands = {n: Candidates(w, 0, True) for n, w in ws.items()}
+    true = {"a": 1.0, "b": 0.05}
+    offset = 1e-3
+
+    def probe(qs):
+        return 1.0 - sum(true[n] * q.error ** 2 for n, q in qs.items())
+
+    def score(qs):
+        cancel = offset if "a" in qs else 0.0
+        return probe(qs) - offset + cancel
+
+    found = allocate(cands, score, 0.995, probe=probe)
+    assert abs(found.sensitivity["a"] / true["a"] - 1) < 1e-6 and abs(found.sensitivity["b"] / true["b"] - 1) < 1e-6
+    assert found.value >= 0.995 and found.unreached == []
+    levels = {n: q.params.zero_point.flat[0] for n, q in found.quantized.items()}  # symmetric: zero point = levels
+    assert levels["a"] > levels["b"] > LEVEL_GRID[0]
+    blind = allocate(cands, score, 0.995)  # probed with score itself: "a" comes out (nearly) insensitive
+    assert blind.sensitivity["a"] < 1e-6
+
+
 def test_tensor_search_finds_the_coarsest_step_meeting_the_target():
     from sporeling.quant.mixed import TensorSearch
 

@@ -109,22 +109,22 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
              probe: Callable[[dict[str, Quantized]], float] | None = None) -> Allocation:
     """The smallest allocation whose measured agreement meets target_cosine; or, with `budget` (bytes of
     coded weights), the allocation of the additive model's least predicted distortion within it.
-    probe: how the sensitivity probes score one quantized tensor, with nothing else changed (default:
-    score). When score judges every candidate with something else changed too (float tensors rounded to
-    float16), the probes must not: that change would count as every tensor's own loss, hiding the tensors
-    no sample reaches; and measured from it instead, a probe whose error happens to cancel some of it
-    comes out lossless, and its tensor would take the coarsest levels (PP-OCR rec: real cosine 0.977)."""
+    probe: how the sensitivity probes score one quantized tensor against the float model, nothing else
+    changed (default: score). When score judges every candidate with something else changed too (float
+    tensors rounded to float16), the probes must not: that change would count as every tensor's own loss,
+    hiding the tensors no sample reaches; and measured from what score gives with nothing quantized, a
+    probe whose error happens to cancel some of it comes out lossless, and its tensor would take the
+    coarsest levels (PP-OCR rec: real cosine 0.977)."""
     probe = probe or score
     sens, unreached = {}, []
-    base = probe({}) if candidates else 1.0  # the float model's own agreement: 1 up to rounding
     for name, c in candidates.items():
         for levels in PROBE_LADDER:
             q = c.quantize(levels)
-            loss = max(base - probe({name: q}), 1e-12)
+            loss = max(1.0 - probe({name: q}), 1e-12)
             if loss <= LINEAR_LOSS:
                 break
         sens[name] = loss / max(q.error, 1e-12) ** 2
-        if loss <= 1e-12 and _untouched(probe, name, c, base):
+        if loss <= 1e-12 and _untouched(probe, name, c):
             unreached.append(name)
     progress(f"sensitivities measured for {len(sens)} tensors (max/min {max(sens.values()) / min(sens.values()):.3g})"
              if sens else "nothing to quantize")
@@ -185,11 +185,10 @@ def _curve(tried: dict, labels: dict, chosen: tuple) -> list[dict]:
                    for k, (size, value) in tried.items()), key=lambda p: p["code_bytes"])
 
 
-def _untouched(score, name: str, c: Candidates, base: float) -> bool:
-    """Whether even the coarsest quantization of the tensor leaves every output exactly as it was (as it
-    scores with nothing quantized, `base`): the samples never reach it (the If branch of another sample
-    rate), so the search cannot judge it."""
-    return base - score({name: c.quantize(LEVEL_GRID[0])}) <= 1e-15
+def _untouched(probe, name: str, c: Candidates) -> bool:
+    """Whether even the coarsest quantization of the tensor leaves every output exactly as it was: the
+    samples never reach it (the If branch of another sample rate), so the search cannot judge it."""
+    return 1.0 - probe({name: c.quantize(LEVEL_GRID[0])}) <= 1e-15
 
 
 def _refine(candidates, sens, tried, measure, target_cosine: float, budget: int, fixed: set) -> None:

@@ -90,14 +90,12 @@ class _File:
         for tag, s in self.sections.items():
             if tag not in KNOWN_SECTIONS and s.required:
                 raise FormatProblem(f"needs section {tag}, which this sporeling does not know: upgrade sporeling")
-        graph_tags = [t for t in ("GRAPH", "GRAPHZ") if t in self.sections]
-        if len(graph_tags) != 1:
-            raise FormatProblem("has no GRAPH section" if not graph_tags else "has both GRAPH and GRAPHZ sections")
-        self.doc = need_obj(self.json(graph_tags[0]), "graph section")
-        meta_tags = [t for t in ("META", "METAZ") if t in self.sections]
-        if len(meta_tags) > 1:
-            raise FormatProblem("has both META and METAZ sections")
-        self.meta = need_obj(self.json(meta_tags[0]), f"{meta_tags[0]} section") if meta_tags else {}
+        graph_tag = self._one_of("GRAPH")
+        if graph_tag is None:
+            raise FormatProblem("has no GRAPH section")
+        self.doc = need_obj(self.json(graph_tag), "graph section")
+        meta_tag = self._one_of("META")
+        self.meta = need_obj(self.json(meta_tag), f"{meta_tag} section") if meta_tag else {}
         for feature in need_list(self.doc.get("requires", []), "graph section: requires"):
             if need_str(feature, "graph section: requires") not in KNOWN_FEATURES:
                 raise FormatProblem(f"needs the format feature {feature!r}, which this sporeling lacks: "
@@ -115,6 +113,13 @@ class _File:
             self.mm.close()
         except BufferError:
             pass
+
+    def _one_of(self, tag: str) -> str | None:
+        """Which of the sections `tag` (plain JSON) and `tag`Z (deflated) the file has; None for neither."""
+        found = [t for t in (tag, tag + "Z") if t in self.sections]
+        if len(found) > 1:
+            raise FormatProblem(f"has both {tag} and {tag}Z sections")
+        return found[0] if found else None
 
     def json(self, tag: str) -> Any:
         s = self.sections[tag]

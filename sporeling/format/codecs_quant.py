@@ -4,7 +4,9 @@ A quantized tensor is stored as its codes (unsigned, `bits` wide) and, per chann
 pair for the whole tensor), two float32 numbers A and B with value = code * A + B. Every quantizer
 sporeling has fits this form: symmetric or asymmetric, with or without bias correction (for scale s,
 zero point z, correction gain g and shift t: A = g * s and B = t - g * s * z), so the file does not need
-to know which was used. The payload is A[C] and B[C] (little-endian float32) followed by the codes:
+to know which was used. The payload is A[C] and B[C] (little-endian float32), or one of two compact
+forms of them (params "scales": "f16", 4 bytes a channel; "grid", about 2: docs/format.md), followed
+by the codes:
 
   qpack  the codes bit-packed, LSB first, as one stream in C order (sporeling.quant.bitpack);
   qfse   the codes entropy-coded with Finite State Entropy (sporeling.quant.fse), a blob that
@@ -19,6 +21,7 @@ tensor that would code tighter than 1/64 of its float size bit-packed instead).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,8 +89,8 @@ def dequantize_affine(codes: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int
 
 def _check_params(params: dict, shape: tuple[int, ...]) -> tuple[int, int | None, int]:
     bits, axis, channels = params.get("bits"), params.get("axis"), params.get("channels")
-    if params.get("scales", "f32") not in ("f32", "f16"):
-        raise ValueError(f"scales must be 'f32' or 'f16', not {params.get('scales')!r}")
+    if params.get("scales", "f32") not in ("f32", "f16", "grid"):
+        raise ValueError(f"scales must be 'f32', 'f16' or 'grid', not {params.get('scales')!r}")
     if type(bits) is not int or not 1 <= bits <= 16:
         raise ValueError(f"bits must be an integer from 1 to 16, not {bits!r}")
     if axis is not None and (type(axis) is not int or not 0 <= axis < len(shape)):
@@ -96,6 +99,78 @@ def _check_params(params: dict, shape: tuple[int, ...]) -> tuple[int, int | None
     if channels != expected:
         raise ValueError(f"channels is {channels!r}; axis {axis} of shape {list(shape)} has {expected}")
     return bits, axis, channels
+
+
+SCALES_GRID = "quant-scales-grid"  # the format feature a file using {"scales": "grid"} requires (1.3)
+GRID_HEAD = struct.Struct("<hBBBBi")  # e0, p, q, width of v, width of d, d_min: 10 bytes
+MAX_MANTISSA_BITS = 23  # 2**p + m then fits float32's 24-bit significand: A is exact
+MAX_SHIFT_BITS = 16
+MAX_WIDTH = 32
+MAX_EXPONENT = 128  # A < 2**e0: no A overflows float32
+
+
+def grid_affine(e0: int, p: int, q: int, v: np.ndarray, d: np.ndarray, zero: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) in float32 from the grid form (docs/format.md): per channel v = e * 2**p + m and
+    A = (2**p + m) * 2**(e0 - p - 1 - e), a float with a p-bit mantissa, exact in float32; d an integer
+    and B = (d / 2**q - zero) * A, computed in float64 and rounded once. The one definition both the
+    writer (which evaluates what it stores) and the reader use; power-of-two scaling and IEEE products
+    only, so every machine decodes the same bits."""
+    v = np.asarray(v, np.int64)
+    e, m = v >> p, v & ((1 << p) - 1)
+    a = np.ldexp((m + (1 << p)).astype(np.float64), (e0 - p - 1 - e).astype(np.int32)).astype(np.float32)
+    shift = np.ldexp(np.asarray(d, np.float64), -q) - float(zero)
+    return a, (shift * a.astype(np.float64)).astype(np.float32)
+
+
+def wide_size(count: int, width: int) -> int:
+    """Bytes of `count` unsigned integers of `width` (1..32) bits: the low 16 bits of each packed as one
+    stream, then, for a width over 16, the rest as a second stream."""
+    return -(-count * min(width, 16) // 8) + (-(-count * (width - 16) // 8) if width > 16 else 0)
+
+
+def pack_wide(values: np.ndarray, width: int) -> bytes:
+    from ..quant.bitpack import pack
+
+    values = np.asarray(values, np.int64)
+    out = pack((values & 0xFFFF).astype(np.uint16 if width > 8 else np.uint8), min(width, 16)).tobytes()
+    return out + (pack((values >> 16).astype(np.uint16), width - 16).tobytes() if width > 16 else b"")
+
+
+def _unpack_wide(buf: memoryview, width: int, count: int) -> np.ndarray:
+    from ..quant.bitpack import unpack
+
+    low = -(-count * min(width, 16) // 8)
+    values = unpack(buf[:low], min(width, 16), (count,)).astype(np.int64)
+    if width > 16:
+        values |= unpack(buf[low : wide_size(count, width)], width - 16, (count,)).astype(np.int64) << 16
+    return values
+
+
+def grid_header(e0: int, p: int, q: int, v: np.ndarray, d: np.ndarray) -> bytes:
+    """The grid form's bytes: GRID_HEAD, then v and d - d_min as wide streams (widths as small as they fit)."""
+    d_min = int(d.min(initial=0))
+    wv, wd = max(1, int(v.max(initial=0)).bit_length()), max(1, int(d.max(initial=0) - d_min).bit_length())
+    return GRID_HEAD.pack(e0, p, q, wv, wd, d_min) + pack_wide(v, wv) + pack_wide(d - d_min, wd)
+
+
+def _grid_scales(buf: memoryview, channels: int, zero: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(A, B, header bytes) of a grid-form payload, every number checked against the file."""
+    if len(buf) < GRID_HEAD.size:
+        raise ValueError(f"grid scales need a {GRID_HEAD.size}-byte header; the data is {len(buf)} bytes")
+    e0, p, q, wv, wd, d_min = GRID_HEAD.unpack_from(buf, 0)
+    if e0 > MAX_EXPONENT or p > MAX_MANTISSA_BITS or q > MAX_SHIFT_BITS:
+        raise ValueError(f"grid scales: exponent {e0}, mantissa bits {p} or shift bits {q} out of range "
+                         f"(at most {MAX_EXPONENT}, {MAX_MANTISSA_BITS}, {MAX_SHIFT_BITS})")
+    if not (1 <= wv <= MAX_WIDTH and 1 <= wd <= MAX_WIDTH):
+        raise ValueError(f"grid scales: widths {wv} and {wd} must be 1 to {MAX_WIDTH} bits")
+    nv = wide_size(channels, wv)
+    head = GRID_HEAD.size + nv + wide_size(channels, wd)
+    if len(buf) < head:
+        raise ValueError(f"{channels} channels need {head} bytes of grid scales; the data is {len(buf)} bytes")
+    v = _unpack_wide(buf[GRID_HEAD.size :], wv, channels)
+    d = _unpack_wide(buf[GRID_HEAD.size + nv :], wd, channels) + d_min
+    a, b = grid_affine(e0, p, q, v, d, zero)
+    return a, b, head
 
 
 class _AffineCodec:
@@ -113,19 +188,23 @@ class _AffineCodec:
         if dtype.kind != "f":
             raise ValueError(f"codec {self.name} decodes to floats, not {dtype.name}")
         bits, axis, channels = _check_params(params, shape)
-        half = params.get("scales", "f32") == "f16"
-        head = 4 + 4 * channels if half else 8 * channels
-        if len(buf) < head:
-            raise ValueError(f"{channels} channels need {head} bytes of scales; the data is {len(buf)} bytes")
-        if half:
+        form = params.get("scales", "f32")
+        if form != "f32":
             zero = params.get("zero")
             if type(zero) is not int or not 0 <= zero < 1 << bits:
                 raise ValueError(f"zero must be a code of {bits} bits, not {zero!r}")
-            a, b = half_affine(np.frombuffer(buf, "<f4", 1, 0)[0], np.frombuffer(buf, "<f2", channels, 4),
-                               np.frombuffer(buf, "<f2", channels, 4 + 2 * channels), zero)
+        if form == "grid":
+            a, b, head = _grid_scales(buf, channels, zero)
         else:
-            a = np.frombuffer(buf, "<f4", channels, 0)
-            b = np.frombuffer(buf, "<f4", channels, 4 * channels)
+            head = 4 + 4 * channels if form == "f16" else 8 * channels
+            if len(buf) < head:
+                raise ValueError(f"{channels} channels need {head} bytes of scales; the data is {len(buf)} bytes")
+            if form == "f16":
+                a, b = half_affine(np.frombuffer(buf, "<f4", 1, 0)[0], np.frombuffer(buf, "<f2", channels, 4),
+                                   np.frombuffer(buf, "<f2", channels, 4 + 2 * channels), zero)
+            else:
+                a = np.frombuffer(buf, "<f4", channels, 0)
+                b = np.frombuffer(buf, "<f4", channels, 4 * channels)
         count = element_count(shape)
         codes = self.codes(buf[head:], bits, count)
         if codes.size != count:

@@ -21,7 +21,7 @@ import numpy as np
 from ..ir import Graph
 from ..tools import atomic_write
 from .codecs import CODECS, codec_for, in_place
-from .codecs_quant import SCALES_F16, Encoded
+from .codecs_quant import SCALES_F16, SCALES_GRID, Encoded
 from .dtypes import dtype_name
 from .graph_json import FormatProblem, encode_graph
 from .layout import (ALIGN, HEADER_SIZE, PACKED_OFFSETS, REQUIRED, Section, SporeFormatError, crc32, pack_header,
@@ -112,8 +112,9 @@ def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None
         tensors = _Tensors({id(arrays[k]): v for k, v in (encoded or {}).items()})
         doc = {"graph": encode_graph(graph, tensors.add), "tensors": tensors.entries}
         requires = []
-        if any((e.params or {}).get("scales") == "f16" for e in (encoded or {}).values()):
-            requires.append(SCALES_F16)  # a reader that ignored the compact scales would misread the weights
+        forms = {(e.params or {}).get("scales") for e in (encoded or {}).values()}
+        # a reader that ignored the compact scales would misread the weights
+        requires += [feature for form, feature in (("f16", SCALES_F16), ("grid", SCALES_GRID)) if form in forms]
         if tensors.packed:
             requires.append(PACKED_OFFSETS)  # a 1.1 reader would refuse the offsets without saying why
         if requires:

@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .encode import Quantized, compact_scales
+from .encode import Quantized, scales_header
 from .mixed import quantize_levels
 
 LEVEL_GRID = (1, 2, 3, 5, 7, 11, 15, 23, 31, 47, 63, 95, 127, 191, 255, 511, 1023, 4095)
@@ -59,11 +59,10 @@ class Candidates:
         measured in, and its sizes hold for any rounding onto the same grid."""
         self.w, self.axis, self.bias_correction, self.rounder = w, axis, bias_correction, rounder
         self._rounded: dict[int, Quantized] = {}
-        channels = 1 if axis is None else w.shape[axis]
         self.table: list[tuple[int, float, float]] = []
         for levels in LEVEL_GRID:
             q = self.nearest(levels)
-            scales = 4 + 4 * channels if compact_scales(q.params) is not None else 8 * channels
+            scales = len(scales_header(q.params, q.codes)[0])
             self.table.append((levels, q.error, entropy_bytes(q.codes) + scales + HEADER_BYTES))
 
     def error_at(self, levels: int) -> float:

@@ -9,15 +9,17 @@ for each initializer, the axis of its output channels from the op that reads it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..format.codecs_quant import MAX_RATIO, Encoded, affine_header, half_affine, half_affine_header, to_half_affine
+from ..format.codecs_quant import (MAX_EXPONENT, MAX_MANTISSA_BITS, MAX_RATIO, MAX_WIDTH, Encoded, affine_header,
+                                   grid_affine, grid_header, half_affine, half_affine_header, to_half_affine)
 from ..ir import Graph
 from .bias_correction import bias_correct, mean_relative_rms_error
 from .bitpack import pack
-from .quantize import QuantParams, dequantize, quantize
+from .quantize import QuantParams, _rows, dequantize, quantize
 
 # Ops that pass a weight through unchanged on its way to the op that uses it (imported fp16/int8 weights).
 _PASS_THROUGH = {"Cast", "DequantizeLinear", "Identity"}
@@ -128,36 +130,98 @@ def _exact_affine(params: QuantParams) -> tuple[np.ndarray, np.ndarray]:
 def compact_scales(params: QuantParams) -> tuple | None:
     """(base, a16, d16, zero) when the tensor's scales can be stored in float16 (per channel, symmetric,
     one zero code, at most COMPACT_MAX_BITS bits): 4 bytes per channel instead of 8."""
-    if params.axis is None or not params.symmetric or not 2 <= params.bits <= COMPACT_MAX_BITS:
+    zero = _one_zero(params)
+    if zero is None or params.bits > COMPACT_MAX_BITS:
         return None
-    zp = np.atleast_1d(params.zero_point)
-    if not (zp == zp[0]).all():
-        return None
-    zero = int(zp[0])
     found = to_half_affine(*_exact_affine(params), zero)
     return None if found is None else (*found, zero)
 
 
-def affine(params: QuantParams) -> tuple[np.ndarray, np.ndarray]:
-    """(A, B) per channel with value = code * A + B, exactly as the file stores them (float16-rounded
-    where compact_scales applies): what the searches evaluate is what loads."""
+def _one_zero(params: QuantParams) -> int | None:
+    """The zero code of per-channel symmetric codes of 2 bits or more that share one, else None."""
+    if params.axis is None or not params.symmetric or not 2 <= params.bits:
+        return None
+    zp = np.atleast_1d(params.zero_point)
+    return int(zp[0]) if (zp == zp[0]).all() and zp[0] >= 1 else None
+
+
+GRID_SHIFT_BITS = 8  # q: B / A, the channel's shift in steps, kept to 1/256 of a step
+GRID_MIN_MANTISSA = 6  # coarse codes still keep their scales (so bias correction's gain) to 2**-7
+
+
+def grid_scales(params: QuantParams, codes: np.ndarray | None) -> tuple | None:
+    """(e0, p, q, v, d, zero): the grid form of the per-channel scales (docs/format.md), about 2 bytes a
+    channel instead of 4 (float16) or 8 (float32); None where it does not apply (per tensor, asymmetric,
+    a scale that is not positive and finite, numbers too wide).
+    Each A keeps a p-bit mantissa, p = ceil(log2(8 * zero)) and at least GRID_MIN_MANTISSA: its relative
+    rounding is at most 2**-(p+1) <= 1 / (16 * zero), so even a channel whose codes all sit at the
+    extreme +-zero gets a gain error of at most 1/16 of a step per weight, against the codes' own
+    rounding of up to 1/2 step (a few percent more noise at worst; a fraction of a percent for codes
+    spread as weights are). B is then set so that each channel keeps its mean (what bias correction
+    made it) with A rounded, to 1/2**q of a step; that needs the codes (`codes`; None: B as if each
+    channel's codes averaged the zero code, enough for A alone)."""
+    zero = _one_zero(params)
+    if zero is None:
+        return None
+    a, b = (np.asarray(x, np.float64) for x in _exact_affine(params))
+    if not (np.isfinite(a).all() and (a > 0).all() and np.isfinite(b).all()):
+        return None
+    p = min(MAX_MANTISSA_BITS, max(GRID_MIN_MANTISSA, math.ceil(math.log2(8 * zero))))
+    frac, ex = np.frexp(a)  # a = frac * 2**ex, 1/2 <= frac < 1
+    m = np.rint((2 * frac - 1) * (1 << p)).astype(np.int64)
+    carry = m == 1 << p
+    m[carry], ex = 0, ex.astype(np.int64) + carry
+    e0 = int(ex.max())
+    v = ((e0 - ex) << p) | m
+    if e0 > MAX_EXPONENT or int(v.max()).bit_length() > MAX_WIDTH:
+        return None
+    q = GRID_SHIFT_BITS
+    a32 = grid_affine(e0, p, q, v, np.zeros_like(v), zero)[0].astype(np.float64)
+    mean_code = float(zero) if codes is None else _rows(np.asarray(codes), params.axis).mean(axis=1, dtype=np.float64)
+    with np.errstate(all="ignore"):  # mean_code * A' + B' = mean_code * A + B
+        d = np.rint(np.ldexp((mean_code * a + b) / a32 - mean_code + zero, q))
+    if not (np.isfinite(d).all() and np.abs(d).max() < 2**31) or int(d.max() - d.min()).bit_length() > MAX_WIDTH:
+        return None
+    return e0, p, q, v, d.astype(np.int64), zero
+
+
+def _stored_scales(params: QuantParams, codes: np.ndarray | None) -> tuple[str, tuple | None]:
+    """How the file stores the tensor's scales: ("grid", grid_scales), ("f16", compact_scales) or ("f32", None)."""
+    grid = grid_scales(params, codes)
+    if grid is not None:
+        return "grid", grid
     compact = compact_scales(params)
-    if compact is not None:
-        return half_affine(*compact)
+    return ("f16", compact) if compact is not None else ("f32", None)
+
+
+def affine(params: QuantParams, codes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) per channel with value = code * A + B, exactly as the file stores them for these codes (on
+    the grid, or float16-rounded): what the searches evaluate is what loads. codes=None gives the A the
+    file will store; its B then holds only for codes that average the zero code."""
+    form, found = _stored_scales(params, codes)
+    if form == "grid":
+        return grid_affine(*found)
+    if form == "f16":
+        return half_affine(*found)
     a, b = _exact_affine(params)
     return a.astype(np.float32), b.astype(np.float32)
+
+
+def scales_header(params: QuantParams, codes: np.ndarray) -> tuple[bytes, dict]:
+    """The bytes of the tensor's scales as the file stores them, and the codec params that say which form."""
+    form, found = _stored_scales(params, codes)
+    if form == "grid":
+        return grid_header(*found[:5]), {"scales": "grid", "zero": found[5]}
+    if form == "f16":
+        return half_affine_header(*found[:3]), {"scales": "f16", "zero": found[3]}
+    return affine_header(*affine(params, codes)), {}
 
 
 def encode(q: Quantized, entropy: bool = True) -> Encoded:
     """The smaller of the bit-packed and the FSE-coded form of q (FSE only if `entropy`)."""
     channels = int(np.atleast_1d(q.params.scale).size)
-    params = {"bits": q.params.bits, "axis": q.params.axis, "channels": channels}
-    compact = compact_scales(q.params)
-    if compact is not None:
-        head = half_affine_header(*compact[:3])
-        params.update(scales="f16", zero=compact[3])
-    else:
-        head = affine_header(*affine(q.params))
+    head, form = scales_header(q.params, q.codes)
+    params = {"bits": q.params.bits, "axis": q.params.axis, "channels": channels, **form}
     best = Encoded("qpack", head + pack(q.codes, q.params.bits).tobytes(), params)
     if entropy and q.codes.size:
         from .fse import encode as fse_encode

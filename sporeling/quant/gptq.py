@@ -259,8 +259,8 @@ def gptq_quantize(w: np.ndarray, levels: int, axis: int | None, h: np.ndarray, *
     zp = np.full(scale.shape, levels, np.int32)
     params = QuantParams(bits, True, axis, scale if axis is not None else scale[:1].reshape(()),
                          zp if axis is not None else zp[:1].reshape(()))
-    # Round and spread the error with the step the file will decode (float16 scales up to 8 bits).
-    s = np.broadcast_to(affine(params)[0].astype(np.float64), scale.shape).reshape(groups, -1)
+    # Round and spread the error with the step the file will decode (its scales as stored: encode.affine).
+    s = np.broadcast_to(affine(params, None)[0].astype(np.float64), scale.shape).reshape(groups, -1)
     if act_order:
         perm = np.argsort(-h[:, np.arange(k), np.arange(k)], axis=1, kind="stable")
         W = np.take_along_axis(W, perm[:, None, :], axis=2)

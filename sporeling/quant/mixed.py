@@ -110,7 +110,7 @@ class TensorSearch:
 
 def decoded(q: Quantized, dtype: np.dtype) -> np.ndarray:
     """The weight as the file will give it back: code * A + B in float32, then the stored dtype."""
-    a, b = affine(q.params)
+    a, b = affine(q.params, q.codes)
     return dequantize_affine(q.codes, a, b, q.params.axis, dtype)
 
 

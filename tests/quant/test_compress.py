@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from sporeling.format import Encoded, SporeFormatError, load_spore, save_spore
+from sporeling.format.codecs_quant import GRID_HEAD, wide_size
 from sporeling.ir import Graph, Node, ValueInfo
+from sporeling.quant.bitpack import pack
 from sporeling.quant.encode import affine, encode, quantize_tensor
 from sporeling.quant.mixed import decoded
 from sporeling.quant.quantize import dequantize
@@ -39,13 +41,24 @@ def test_quantized_tensor_round_trips_through_the_file(tmp_path, bits, axis):
     assert back.dtype == np.float32 and back.shape == w.shape
     # bit for bit what the quantizer says the file holds (what the searches evaluate)
     assert np.array_equal(back, decoded(q, np.float32))
-    compact = axis is not None and 2 <= bits <= 8  # float16 scales: 4 bytes a channel, not 8
-    assert (enc.params.get("scales") == "f16") == compact
-    assert len(enc.payload) == (4 + 4 * 32 if compact else 8 * (32 if axis == 0 else 1)) + -(-w.size * bits // 8)
-    # and within float16's rounding of the scales (2**-12 relative) of the exact dequantization
+    grid = axis is not None and bits >= 2  # per-channel scales on the grid: about 2 bytes a channel, not 8
+    assert (enc.params.get("scales") == "grid") == grid
+    codes_bytes = -(-w.size * bits // 8)
+    if grid:
+        e0, p, q_bits, wv, wd, _ = GRID_HEAD.unpack_from(enc.payload, 0)
+        assert len(enc.payload) == GRID_HEAD.size + wide_size(32, wv) + wide_size(32, wd) + codes_bytes
+        assert len(enc.payload) - codes_bytes <= 4 * 32  # smaller than float16 scales (4 + 4C bytes)
+    else:
+        assert len(enc.payload) == 8 * (32 if axis == 0 else 1) + codes_bytes
+    # and within the grid's promise of the exact dequantization: per weight at most 1/16 of a step for a
+    # code at the extreme (+- zero), and 1/2**8 of a step of shift; each channel's mean kept to that shift
     expected = dequantize(q.codes, q.params, dtype=np.float64)
-    tol = 2.5e-4 if compact else 2e-6
-    np.testing.assert_allclose(back, expected, rtol=tol, atol=tol * float(np.abs(expected).max()))
+    if grid:
+        step = np.asarray(q.params.effective()[1], np.float64).reshape(-1, 1, 1, 1)  # A = scale * gain
+        assert (np.abs(back - expected) <= step * (1 / 16 + 2.0**-8) * 1.001 + 1e-7).all()
+        assert (np.abs((back - expected).mean(axis=(1, 2, 3))) <= step.ravel() * 2.0**-8 + 1e-7).all()
+    else:
+        np.testing.assert_allclose(back, expected, rtol=2e-6, atol=2e-6 * float(np.abs(expected).max()))
     assert np.array_equal(load_spore(tmp_path / "m.spore").initializers["b"], g.initializers["b"])
 
 
@@ -63,11 +76,65 @@ def test_affine_form_matches_dequantize():
     w = rng.standard_normal((8, 50)).astype(np.float32)
     for symmetric, bits in ((True, 5), (False, 5), (True, 12)):
         q = quantize_tensor(w, bits, 0, bias_correction=True, symmetric=symmetric)
-        a, b = affine(q.params)
-        # symmetric up to 8 bits: float16 scales (a 2**-12 relative rounding); else float32 exactly
-        tol = 2.5e-4 if symmetric and bits <= 8 else 1e-5
-        np.testing.assert_allclose(q.codes * a[:, None] + b[:, None], dequantize(q.codes, q.params), rtol=tol,
-                                   atol=tol * float(np.abs(w).max()))
+        a, b = affine(q.params, q.codes)
+        got, exact = q.codes * a[:, None] + b[:, None], dequantize(q.codes, q.params, dtype=np.float64)
+        if symmetric:  # the grid: within 1/16 + 1/256 of a step per weight, each channel's mean to 1/256
+            step = np.asarray(q.params.effective()[1], np.float64)[:, None]
+            assert (np.abs(got - exact) <= step * (1 / 16 + 2.0**-8) * 1.001).all()
+            assert (np.abs((got - exact).mean(axis=1)) <= step[:, 0] * 2.0**-8 * 1.001).all()
+            assert not np.array_equal(got, exact)  # rounded, so the bounds above are what is tested
+        else:  # float32 exactly
+            np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5 * float(np.abs(w).max()))
+        assert np.array_equal(affine(q.params, None)[0], a)  # A does not depend on the codes; B does
+
+
+@pytest.mark.parametrize("bits", [2, 3, 5, 8, 11, 13, 16])
+def test_grid_scales_hold_any_float32_exponent_to_their_mantissa(bits):
+    """Scales over 60 octaves (channels pruned to 1e-9 next to live ones): each A comes back within
+    2**-(p+1) of itself, p >= log2(8 * zero), and the header the writer makes decodes to the very A and B
+    the searches evaluated."""
+    from sporeling.format.codecs_quant import _grid_scales
+    from sporeling.quant.encode import grid_scales, scales_header
+    from sporeling.quant.quantize import QuantParams
+
+    zero = (1 << (bits - 1)) - 1
+    channels = 200
+    scale = np.exp2(rng.uniform(-30, 30, channels)).astype(np.float32)
+    shift = (rng.standard_normal(channels) * scale * 0.3).astype(np.float32)
+    params = QuantParams(bits, True, 0, scale, np.full(channels, zero, np.int32), np.ones(channels, np.float32), shift)
+    codes = rng.integers(0, 2 * zero + 1, (channels, 9)).astype(np.uint16)
+    e0, p, q, v, d, z = grid_scales(params, codes)
+    assert z == zero and p >= np.log2(8 * zero)
+    a, b = affine(params, codes)
+    assert (np.abs(a / scale.astype(np.float64) - 1) <= 2.0 ** -(p + 1)).all()
+    head, form = scales_header(params, codes)
+    assert form == {"scales": "grid", "zero": zero} and len(head) < (4 if bits <= 8 else 8) * channels  # f16, f32
+    a2, b2, size = _grid_scales(memoryview(head), channels, zero)
+    assert size == len(head) and np.array_equal(a2, a) and np.array_equal(b2, b)
+    for cut in (GRID_HEAD.size - 1, len(head) - 1):
+        with pytest.raises(ValueError, match="grid scales"):
+            _grid_scales(memoryview(head[:cut]), channels, zero)
+    # each channel's mean kept: mean code * A + B as exactly computed, to half of 1/256 of a step, plus the
+    # float32 rounding of B (about zero steps)
+    mean_code = codes.mean(axis=1)
+    exact = (mean_code - zero) * scale.astype(np.float64) + shift
+    tol = scale.astype(np.float64) * (2.0**-9 + (zero + 1) * 2.0**-23)
+    assert (np.abs(mean_code * a + b.astype(np.float64) - exact) <= tol).all()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("e0", 129, "exponent 129"), ("p", 24, "mantissa bits 24"), ("q", 17, "shift bits 17"),
+    ("wv", 0, "widths 0 and"), ("wd", 33, "and 33 must be 1 to 32")])
+def test_corrupt_grid_scales_are_refused_by_name(tmp_path, field, value, message):
+    g = conv_graph()
+    enc = encode(quantize_tensor(g.initializers["w"], 6, 0), entropy=False)
+    names = ("e0", "p", "q", "wv", "wd", "d_min")
+    fields = dict(zip(names, GRID_HEAD.unpack_from(enc.payload, 0)))
+    fields[field] = value
+    payload = GRID_HEAD.pack(*fields.values()) + enc.payload[GRID_HEAD.size:]
+    save_spore(g, tmp_path / "bad.spore", encoded={"w": Encoded("qpack", payload, enc.params)})
+    with pytest.raises(SporeFormatError, match=f"bad.spore.*'w'.*{message}"):
+        load_spore(tmp_path / "bad.spore")
 
 
 def test_half_codec_is_lossless_and_only_for_exact_values(tmp_path):
@@ -85,16 +152,29 @@ def test_half_codec_is_lossless_and_only_for_exact_values(tmp_path):
 
 
 def test_compact_scales_are_a_required_feature(tmp_path):
+    """The grid form (1.3) and the float16 form (1.1) each make their feature required; a 1.2 file's float16
+    scales still load as they did."""
     from sporeling.format import reader
+    from sporeling.format.codecs_quant import half_affine, half_affine_header
+    from sporeling.quant.encode import compact_scales
 
     g = conv_graph()
-    save_spore(g, tmp_path / "m.spore", encoded={"w": encode(quantize_tensor(g.initializers["w"], 6, 0))})
-    assert "quant-scales-f16" in reader.KNOWN_FEATURES
+    q = quantize_tensor(g.initializers["w"], 6, 0)
+    save_spore(g, tmp_path / "grid.spore", encoded={"w": encode(q)})
+    base, a16, d16, zero = compact_scales(q.params)  # what a 1.2 writer stored
+    old_form = Encoded("qpack", half_affine_header(base, a16, d16) + pack(q.codes, 6).tobytes(),
+                       {"bits": 6, "axis": 0, "channels": 32, "scales": "f16", "zero": zero})
+    save_spore(g, tmp_path / "f16.spore", encoded={"w": old_form})
+    a, b = half_affine(base, a16, d16, zero)
+    assert np.array_equal(load_spore(tmp_path / "f16.spore").initializers["w"],
+                          q.codes * a[:, None, None, None] + b[:, None, None, None])
+    assert {"quant-scales-f16", "quant-scales-grid"} <= reader.KNOWN_FEATURES
     old = reader.KNOWN_FEATURES
     try:  # a reader without the feature refuses the file by name rather than misreading the scales
-        reader.KNOWN_FEATURES = frozenset()
-        with pytest.raises(SporeFormatError, match="quant-scales-f16"):
-            load_spore(tmp_path / "m.spore")
+        for name, feature in (("grid", "quant-scales-grid"), ("f16", "quant-scales-f16")):
+            reader.KNOWN_FEATURES = old - {feature}
+            with pytest.raises(SporeFormatError, match=feature):
+                load_spore(tmp_path / f"{name}.spore")
     finally:
         reader.KNOWN_FEATURES = old
 
@@ -126,7 +206,7 @@ def test_decoded_payloads_are_packed_and_raw_ones_stay_aligned(tmp_path):
     assert np.array_equal(back.initializers["h"], odd) and np.array_equal(back.initializers["b"], g.initializers["b"])
     old = reader.KNOWN_FEATURES
     try:
-        reader.KNOWN_FEATURES = frozenset({"quant-scales-f16"})
+        reader.KNOWN_FEATURES = old - {"packed-offsets"}
         with pytest.raises(SporeFormatError, match="packed-offsets"):
             load_spore(path)
     finally:

@@ -19,7 +19,12 @@ A model meets the quality target when every output's mean cosine is >= 0.995 and
 figure ending in "acc") drops by more than 1 point from the float model's. Sizes, not timings, so
 nothing is interleaved; the compress time per model is reported. BLAS and onnxruntime at one thread.
 
+The data-free searches (mixed, original) judge on seeded random inputs, and where a search ends depends on
+that draw: each runs once per seed of --seeds, one row each ("mixed" is seed 0, what compress does by
+default; "mixed seed=1000" another draw), and the averages pool every model and seed ("mixed, 3 seeds").
+
     python benchmarks/compression.py [--models ppocr_det,mp_face_detection] [--methods fixed8,mixed] [--quick]
+                                     [--seeds 0,1000,2000]
 
 Writes benchmarks/results/compression.json.
 """
@@ -129,7 +134,15 @@ def evaluate(case: ri.Case, outs, ref, size: int, float_bytes: int, source_bytes
             "cosines": cos, "task": case.task(outs, ref) if case.task else {}}
 
 
-def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tmp: str) -> dict:
+SEEDED = ("mixed", "original")  # the data-free searches: each seed of their random sample inputs is one draw
+
+
+def seeded_label(method: str, seed: int) -> str:
+    return method if seed == 0 else f"{method} seed={seed}"
+
+
+def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tmp: str,
+                seeds: tuple[int, ...] = (0,)) -> dict:
     import sporeling
 
     case = ri.case(name, quick)
@@ -146,9 +159,12 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
               "inputs": [label for label, _ in case.inputs], "rows": []}
     rows = result["rows"]
     rows.append({"method": "float .spore", **evaluate(case, ref, ref, float_bytes, *sizes)})
-    for m in methods:
+    runs = [(seeded_label(m, seed), m, seed) for m in methods for seed in (seeds if m in SEEDED else (0,))]
+    for label, m, seed in runs:
         kind, bits = METHODS[m]
         options = {"method": kind, "verbose": False, "check": False, **({"bits": bits} if bits else {})}
+        if m in SEEDED:
+            options["seed"] = seed
         if kind != "fixed":  # random samples of the first real input's shapes; or, calibrated, the real inputs
             first = case.inputs[0][1]
             options["input_shapes"] = {k: tuple(np.shape(v)) for k, v in first.items()}
@@ -157,13 +173,14 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
         try:
             if m == "mixed-calib-gptq":
                 options["rounding"] = "gptq"
-            outs, report = run_method(case, src, os.path.join(tmp, f"{name}.{m}"), options, m.startswith("mixed-calib"))
+            outs, report = run_method(case, src, os.path.join(tmp, f"{name}.{m}.{seed}"), options,
+                                      m.startswith("mixed-calib"))
         except Exception as e:  # noqa: BLE001  (one method failing must not stop the others)
             if m == "mixed":
                 print(f"{name}: mixed: not available: {one_line(e)}", file=sys.stderr, flush=True)
-            rows.append({"method": m, "error": one_line(e)})
+            rows.append({"method": label, "error": one_line(e)})
             continue
-        row = {"method": m, **evaluate(case, outs, ref, report["output_bytes"], *sizes),
+        row = {"method": label, **({"seed": seed} if m in SEEDED else {}), **evaluate(case, outs, ref, report["output_bytes"], *sizes),
                "seconds": report.get("seconds"), "compress_ratio": report.get("ratio"),
                "compress_float_bytes": report.get("float_bytes")}
         if "folds" in report:
@@ -289,11 +306,19 @@ def print_model(model: dict) -> None:
 
 
 def summarize(models: list[dict], label: str) -> list[dict]:
-    """Per method over `models`: both means of the ratios, the worst cosine, the largest accuracy drop."""
+    """Per method over `models`: both means of the ratios, the worst cosine, the largest accuracy drop. A
+    method run with several seeds also gets a row pooling every (model, seed) pair: "mixed, 3 seeds"."""
     methods = list(dict.fromkeys(r["method"] for m in models for r in m["rows"] if r["method"] != "float .spore"))
+    pooled = {}
+    for m in models:
+        for r in m["rows"]:
+            if "seed" in r:
+                pooled.setdefault(r["method"].split(" seed=")[0], set()).add(r["seed"])
     out = []
-    for method in methods:
-        pairs = [(m, r) for m in models for r in m["rows"] if r["method"] == method and "error" not in r]
+    for method in methods + [f"{k}, {len(v)} seeds" for k, v in pooled.items() if len(v) > 1]:
+        base = method.split(",")[0]
+        pairs = [(m, r) for m in models for r in m["rows"] if "error" not in r and
+                 (r["method"] == method or (method.endswith(" seeds") and r["method"].split(" seed=")[0] == base))]
         if not pairs:
             continue
         xf = np.array([r["x_float"] for _, r in pairs])
@@ -334,11 +359,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     ap.add_argument("--peers", default=",".join(PEERS), help="subset of ort,zstd (empty for none)")
     ap.add_argument("--quick", action="store_true", help="fewer inputs per model")
+    ap.add_argument("--seeds", default="0,1000,2000",
+                    help="seeds of the data-free searches' random inputs (mixed, original): each is one draw, "
+                    "reported as its own row and pooled (default 0,1000,2000)")
     ap.add_argument("--out", default=os.path.join(_HERE, "results", "compression.json"))
     args = ap.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
     methods = [m for m in args.methods.split(",") if m]
     peers = [p for p in args.peers.split(",") if p]
+    try:
+        seeds = tuple(dict.fromkeys(int(x) for x in args.seeds.split(",") if x.strip())) or (0,)
+    except ValueError:
+        ap.error(f"--seeds takes whole numbers separated by commas, not {args.seeds!r}")
     for bad, known, what in ((names, ri.TRAINED + ri.BENCH, "model"), (methods, METHODS, "method"),
                              (peers, PEERS, "peer")):
         unknown = [x for x in bad if x not in known]
@@ -356,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             print(f"{name} ...", file=sys.stderr, flush=True)
             try:
-                model = bench_model(name, methods, peers, args.quick, tmp)
+                model = bench_model(name, methods, peers, args.quick, tmp, seeds)
             except Exception as e:  # noqa: BLE001  (a missing asset or a failing float model: say, go on)
                 skipped[name] = one_line(e)
                 print(f"\n{name}: skipped: {skipped[name]}")
@@ -375,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     versions = library_versions("sporeling", "onnxruntime", "zstandard")
     result = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions,
-              "quick": args.quick, "methods": methods, "peers": peers,
+              "quick": args.quick, "methods": methods, "peers": peers, "seeds": list(seeds),
               "targets": {"x_float_arith": TARGET_RATIO, "cos_mean": TARGET_COSINE, "acc_drop": TARGET_ACC_DROP},
               "models": models, "skipped": skipped, "summary": summary}
     print()

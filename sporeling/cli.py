@@ -35,6 +35,8 @@ MODEL_HELP = "a model file: .onnx, .tflite or .spore"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .quant.judge import STREAM_SAMPLES
+
     ap = argparse.ArgumentParser(
         prog="sporeling",
         description="A lightweight neural-network engine: run ONNX, TFLite and .spore models with NumPy kernels and one "
@@ -100,13 +102,19 @@ def _parser() -> argparse.ArgumentParser:
                    "input name) hold one sample per row, or a folder of .npz files, one sample each")
     p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE|FILE.npy",
                    help="a value an input always takes in the search's random samples (e.g. sr=16000)")
+    p.add_argument("--samples", type=int, default=4, metavar="N",
+                   help="random sample inputs the searches judge on without --calib (default 4; a recurrent "
+                   f"model's stream takes at least {STREAM_SAMPLES}): more cost time and vary less from seed to seed")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of those random inputs (default 0); where the search ends depends on the draw")
     p.add_argument("--rounding", choices=["nearest", "gptq"], default=None,
                    help="how weights round to their levels (default nearest); gptq, with --calib, spreads each "
                    "rounding error over the layer's other inputs as the calibration inputs weigh them (give it "
                    "dozens of samples: with a few it fits them and does worse on others)")
     p.add_argument("--feedback", action="append", default=None, metavar="OUT=IN",
                    help="a recurrent model's state: output OUT is fed back into input IN, and the search judges "
-                   "the model over a stream of inputs (--calib in its order, or 16 random ones from a zero state). "
+                   "the model over a stream of inputs (--calib in its order, or "
+                   f"{STREAM_SAMPLES} random ones from a zero state). "
                    "Found by itself where an output matches an input's shape and name (Silero's stateN=state)")
     p.add_argument("--no-feedback", action="store_true", help="judge every sample input on its own")
     p.add_argument("--report", metavar="report.json", help="also write the report as JSON (atomically)")
@@ -245,7 +253,7 @@ def cmd_compress(args) -> int:
                       target_size=args.target_size, bias_correction=not args.no_bias_correction,
                       entropy=not args.no_entropy, per_tensor=args.per_tensor, min_size=args.min_size,
                       input_shapes=parse_shapes(args.input_shape), inputs=dict(map(_input_value, args.input)),
-                      calib=args.calib, rounding=args.rounding, feedback=_feedback_arg(args), plot=args.plot)
+                      samples=args.samples, seed=args.seed, calib=args.calib, rounding=args.rounding, feedback=_feedback_arg(args), plot=args.plot)
     if args.report:
         text = json.dumps(report, indent=1).encode()
         atomic_write(args.report, lambda f: f.write(text))

@@ -51,13 +51,17 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
              target_cosine: float = 0.995, target_size: float | None = None, bias_correction: bool = True,
              entropy: bool = True, per_tensor: bool = False, min_size: int | None = None,
              input_shapes: dict[str, tuple[int, ...]] | None = None, inputs: dict[str, Any] | None = None,
-             samples: int = 4, calib: str | os.PathLike | list[dict] | None = None, rounding: str | None = None,
+             samples: int = 4, seed: int = 0, calib: str | os.PathLike | list[dict] | None = None, rounding: str | None = None,
              feedback: dict[str, str] | None = None, plot: str | None = None,
              check: bool = True, verbose: bool = True, stream: IO[str] | None = None) -> dict[str, Any]:
     """Compresses `src` into the .spore file `dst`; returns the report (see the module docstring).
     target_size: MB (10**6 bytes) for the whole file; the mixed method then minimises output error within it.
     input_shapes: shapes for the random sample inputs (symbolic dimensions), not fixed into the model.
     inputs: values some inputs always take in the samples (e.g. {"sr": 16000}); the rest are random.
+    samples, seed: how many random sample inputs the searches judge on, and the seed they are drawn from. The
+    search ends where its last measurements pass or fail on them, so another seed gives another draw: a
+    few percent in size either way, and on some models a different cosine on real inputs
+    (benchmarks/README.md measures three seeds).
     calib: sample inputs to judge the searches on instead of random ones (a list of feed dicts, an .npz
     whose arrays, keyed by input name, hold one sample per row, or a folder of such .npz files).
     rounding: "nearest" (the default), or "gptq" with calib and the mixed method: GPTQ on the calibration
@@ -76,7 +80,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     src, dst = os.fspath(src), os.fspath(dst)
     say = (lambda s: print(s, file=stream or sys.stdout, flush=True)) if verbose else (lambda s: None)
     rounding = rounding or "nearest"
-    _check_options(method, bits, target_cosine, target_size, plot, rounding, calib is not None)
+    _check_options(method, bits, target_cosine, target_size, plot, rounding, calib is not None, samples)
     min_size = MIN_QUANT_WEIGHT_SIZE if min_size is None else int(min_size)
     start = time.perf_counter()
     graph = load_graph(src)
@@ -107,7 +111,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
         feeds = load_calibration(calib)
         halves = half_candidates(graph, chosen)
         quantized, summary, halves = _search(method, graph, weights, chosen, target_cosine, budget,
-                                             bias_correction, input_shapes or {}, inputs, samples, feeds, rounding,
+                                             bias_correction, input_shapes or {}, inputs, samples, seed, feeds, rounding,
                                              feedback, halves, say)
         if halves:  # stored as float16 below (encode_half), judged so by the search
             from .mixed import with_weights
@@ -164,11 +168,13 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
 
 
 def _check_options(method: str, bits: int, target_cosine: float, target_size: float | None, plot: str | None,
-                   rounding: str, calibrated: bool):
+                   rounding: str, calibrated: bool, samples: int = 1):
     if method not in METHODS:
         raise SporelingError(f"compress: method must be one of {', '.join(METHODS)}, not {method!r}")
     if method == "fixed" and not 1 <= int(bits) <= 16:
         raise SporelingError(f"compress: bits must be from 1 to 16, not {bits}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise SporelingError(f"compress: samples must be a whole number of at least 1, not {samples!r}")
     if not 0 < target_cosine <= 1:
         raise SporelingError(f"compress: target cosine must be in (0, 1], not {target_cosine}")
     if target_size is not None and (method != "mixed" or not target_size > 0):
@@ -183,7 +189,7 @@ def _check_options(method: str, bits: int, target_cosine: float, target_size: fl
 
 def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: dict[str, int | None],
             target_cosine: float, budget: float | None, bias_correction: bool, shapes: dict, inputs: dict | None,
-            samples: int, calib: list[dict] | None, rounding: str, feedback: dict | None, halves: dict,
+            samples: int, seed: int, calib: list[dict] | None, rounding: str, feedback: dict | None, halves: dict,
             say) -> tuple[dict, dict, dict]:
     """The mixed-bit searches, judged by worst_mean_agreement on the sample inputs (a recurrent model's as a
     stream, its state fed back): "mixed" allocates levels globally by sensitivity (allocate.py), "original"
@@ -195,7 +201,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     from .mixed import TensorSearch, decoded, tune, with_weights
 
     reference = Model(graph, "float")
-    feeds = calib or sample_feeds(reference, shapes, samples, inputs)
+    feeds = calib or sample_feeds(reference, shapes, samples, inputs, seed)
     loose = [] if calib else symbolic_inputs(reference.inputs, shapes, inputs)
     if loose:
         say(symbolic_note(loose))
@@ -213,7 +219,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     pairs = _feedback(feedback, feeds[0], first)
     if pairs:  # a stream from a zero state (random samples) or from the first calibration input's state
         if not calib and len(feeds) < STREAM_SAMPLES:
-            feeds = sample_feeds(reference, shapes, STREAM_SAMPLES, inputs)
+            feeds = sample_feeds(reference, shapes, STREAM_SAMPLES, inputs, seed)
         states = set(pairs.values())
         feeds = [{**feeds[0], **({} if calib else {k: np.zeros_like(feeds[0][k]) for k in states})}] + \
             [{k: v for k, v in f.items() if k not in states} for f in feeds[1:]]

@@ -95,6 +95,34 @@ def test_fixed_inputs_in_the_samples():
         sample_feeds(model, {}, 1, {"sr": 16000})
 
 
+def test_seed_and_samples_pick_the_random_inputs_the_search_judges_on(chain_onnx, tmp_path, monkeypatch):
+    import sporeling.quant.compress as compress_module
+    from sporeling import compress
+    from sporeling.cli import main
+
+    drawn = []
+    real = compress_module.sample_feeds
+
+    def spy(model, shapes, samples, fixed=None, seed=0):
+        feeds = real(model, shapes, samples, fixed, seed)
+        drawn.append((samples, seed, feeds[0]["x"].copy()))
+        return feeds
+
+    monkeypatch.setattr(compress_module, "sample_feeds", spy)
+    a = compress(chain_onnx, tmp_path / "a.spore", verbose=False, check=False)
+    b = compress(chain_onnx, tmp_path / "b.spore", verbose=False, check=False, samples=2, seed=7)
+    assert [d[:2] for d in drawn] == [(4, 0), (2, 7)]
+    assert not np.array_equal(drawn[0][2], drawn[1][2])  # another seed, another draw
+    assert a["met"] and b["met"]
+    c = compress(chain_onnx, tmp_path / "c.spore", verbose=False, check=False, samples=2, seed=7)
+    assert c["layers"] == b["layers"] and c["curve"] == b["curve"]  # the same draw, the same search and codes
+    assert main(["compress", str(chain_onnx), "-o", str(tmp_path / "d.spore"), "--samples", "3", "--seed", "5"]) == 0
+    assert drawn[-1][:2] == (3, 5)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(SporelingError, match="samples must be a whole number"):
+            compress(chain_onnx, tmp_path / "e.spore", verbose=False, samples=bad)
+
+
 def test_cli_input_values():
     from sporeling.cli import _input_value
 

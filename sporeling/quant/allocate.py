@@ -10,9 +10,10 @@ layer, and a large tensor costs more bytes per step of precision than a small on
    grows with the square of a small weight error, but only while it is small: a probe that wrecks the
    outputs saturates (1 - cosine cannot pass 1) and would call the most sensitive layer tame. So the
    probe starts at PROBE_LADDER[0] levels and goes finer until the loss is below LINEAR_LOSS;
-2. for each tensor and each candidate L (LEVEL_GRID), know e_i(L) (per-channel clipping searched for
-   coarse L) and the coded size b_i(L) (the codes' empirical entropy, which FSE reaches within about
-   1%, plus the per-channel scales);
+2. for each tensor and each candidate L (LEVEL_GRID), know e_i(L) and the coded size b_i(L) (the codes'
+   empirical entropy, which FSE reaches within about 1%, plus the per-channel scales), on the grid of
+   mixed.quantize_step: a step of STEP_PEAK * rms_c / L per channel, codes as wide as the weights need
+   (GPTQ rounds on quantize_levels' max|w_c| / L grid instead, clipping searched for coarse L);
 3. for a Lagrange multiplier lam, let every tensor pick the L minimising s_i * e_i(L)^2 + lam * b_i(L):
    predicted distortion and size trade off at one price everywhere, the optimum of the additive model
    for that size;
@@ -34,12 +35,12 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .encode import Quantized, scales_header
-from .mixed import quantize_levels
+from .mixed import quantize_levels, quantize_step
 
 LEVEL_GRID = (1, 2, 3, 5, 7, 11, 15, 23, 31, 47, 63, 95, 127, 191, 255, 511, 1023, 4095)
 PROBE_LADDER = (31, 127, 1023)
 LINEAR_LOSS = 0.01
-UNREACHED_LEVELS = 127  # a tensor the samples never reach is not judged insensitive: it keeps 8-bit codes
+UNREACHED_LEVELS = 127  # a tensor the samples never reach is not judged insensitive: it keeps about 8-bit codes
 HEADER_BYTES = 64  # FSE header and per-tensor overhead, roughly; per-channel scales are added exactly
 
 
@@ -81,6 +82,11 @@ class Candidates:
         return next(b for lv, _, b in self.table if lv == levels)
 
     def nearest(self, levels: int) -> Quantized:
+        """Rounding to nearest on the search's grid: quantize_step's (step by each channel's RMS, codes as
+        wide as the weights need), or, for GPTQ (a rounder), quantize_levels' (max|w_c| / L, clipped):
+        GPTQ moves each rounding's error onto the weights not yet rounded, and needs a bounded code range."""
+        if self.rounder is None:
+            return quantize_step(self.w, levels, self.axis, self.bias_correction)
         return quantize_levels(self.w, levels, self.axis, self.bias_correction, clip=True)
 
     def quantize(self, levels: int) -> Quantized:
@@ -91,7 +97,8 @@ class Candidates:
         return self._rounded[levels]
 
 
-UNIFORM_REFERENCES = {"8-bit": 127, "6-bit": 31}  # uniform allocations measured too, for the report (and they may win)
+UNIFORM_REFERENCES = {"about 8-bit": 127, "about 6-bit": 31}  # uniform allocations measured too, for the report
+# (and they may win); "about": on quantize_step's grid, L levels reach STEP_PEAK RMS and outliers go beyond
 
 
 class Allocation(NamedTuple):

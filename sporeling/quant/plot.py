@@ -1,6 +1,6 @@
 """The picture of a mixed-bit search: every allocation it measured, file size against output agreement.
 
-Each point is one allocation the search ran on its sample inputs (the uniform 8-bit and 6-bit references,
+Each point is one allocation the search ran on its sample inputs (the uniform references at about 8 and 6 bits,
 the bisection of the price of a byte, the refinement steps), placed at its predicted whole-file size; the
 chosen one is ringed, the target cosine (or the target size) is a dashed line. Drawn with matplotlib,
 the `[plot]` extra, written atomically.

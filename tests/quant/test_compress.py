@@ -365,6 +365,44 @@ def test_denormal_channels_count_as_zero():
     assert relative_rms_error(w, np.where(np.arange(4)[:, None] == 2, 0, w), 0)[2] == 0
 
 
+def test_step_grid_equalises_channels_relative_error_and_round_trips_through_the_file(tmp_path):
+    """quantize_step: a step of STEP_PEAK * rms_c / L per channel, codes as wide as an outlier needs, one zero
+    code; its channels share one relative error where max|w_c| / L leaves a channel with an outlier coarse,
+    and at the same entropy-coded size its mean relative error is lower (the search's error and size)."""
+    from sporeling.quant.allocate import entropy_bytes
+    from sporeling.quant.bias_correction import relative_rms_error
+    from sporeling.quant.mixed import STEP_PEAK, quantize_levels, quantize_step
+
+    r = np.random.default_rng(3)
+    w = (r.standard_normal((32, 16, 3, 3)) * r.uniform(0.1, 2.0, (32, 1, 1, 1))).astype(np.float32)
+    w.reshape(32, -1)[::4, 0] *= 12  # every fourth channel has one outlier
+    q = quantize_step(w, 15, 0, bias_correction=False)
+    rows = w.reshape(32, -1).astype(np.float64)
+    rms = np.sqrt((rows ** 2).mean(axis=1))
+    np.testing.assert_allclose(q.params.scale, STEP_PEAK * rms / 15, rtol=1e-6)
+    zero = int(q.params.zero_point[0])
+    assert (q.params.zero_point == zero).all() and zero > 2 * 15 and q.codes.max() <= 2 * zero
+    rel = relative_rms_error(w, dequantize(q.codes, q.params, np.float64), 0)
+    assert rel.max() < 1.3 * rel.min()  # rounding noise of 144 weights a channel
+    old = relative_rms_error(w, dequantize(*(lambda x: (x.codes, x.params))(quantize_levels(w, 15, 0, False)),
+                                           np.float64), 0)
+    assert old[::4].mean() > 2 * old[1::4].mean()  # the outlier channels: a coarse step for every weight
+    # at equal coded size (an L for each that brackets the other's size), the step grid errs less
+    sized = {lv: quantize_step(w, lv, 0) for lv in range(4, 60)}
+    for levels in (7, 15, 31):
+        ref = quantize_levels(w, levels, 0, clip=True)
+        fits = [x for x in sized.values() if entropy_bytes(x.codes) <= entropy_bytes(ref.codes)]
+        assert max(fits, key=lambda x: entropy_bytes(x.codes)).error < ref.error
+    # the file gives back exactly what the search judged, FSE-coded or packed (codes past 8 bits too)
+    g = conv_graph()
+    for levels, entropy in ((31, True), (200, True), (200, False)):
+        qs = quantize_step(w, levels, 0)
+        enc = encode(qs, entropy=entropy)
+        assert enc.codec == ("qfse" if entropy else "qpack") and qs.params.bits > (8 if levels == 200 else 5)
+        save_spore(g, tmp_path / "s.spore", encoded={"w": enc})
+        assert np.array_equal(load_spore(tmp_path / "s.spore").initializers["w"], decoded(qs, np.float32))
+
+
 def test_calibration_inputs_from_npz_file_and_folder(tmp_path):
     pytest.importorskip("onnx")
     from sporeling.errors import SporelingError

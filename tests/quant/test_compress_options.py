@@ -63,7 +63,7 @@ def test_mixed_is_never_larger_than_a_uniform_reference_that_meets_the_target(ch
 
     r = compress(chain_onnx, tmp_path / "m.spore", target_cosine=0.999, verbose=False)
     curve = r["curve"]
-    assert {p["what"].split(" (")[0] for p in curve} >= {"uniform 8-bit", "uniform 6-bit"}
+    assert {p["what"].split(" (")[0] for p in curve} >= {"uniform about 8-bit", "uniform about 6-bit"}
     (chosen,) = [p for p in curve if p["chosen"]]
     assert chosen["agreement"] >= 0.999 and r["met"]
     meeting = [p["code_bytes"] for p in curve if p["agreement"] >= 0.999]
@@ -303,24 +303,28 @@ def rnn_onnx(tmp_path_factory):
 
 
 def test_a_recurrent_model_is_judged_over_a_stream_of_its_own_state(rnn_onnx, tmp_path):
-    """Judged step by step, the search keeps each step's cosine but the state drifts over a stream (below the
-    target); judged as a stream, the compressed model keeps the target over a fresh stream of 32 inputs."""
+    """Judged step by step, the search keeps each step's cosine but not the state's drift over a stream: it
+    passes a smaller file that does worse over a stream (on quantize_levels' grid, below the target; on the
+    step grid the drift is smaller, 0.9950-0.9960 over 32-128 steps of this model). Judged as a stream,
+    the compressed model keeps the target over a fresh stream of 64 inputs."""
     from sporeling.model import Model, load
     from sporeling.quant.compress import compress
     from sporeling.quant.judge import run_stream
 
     r = np.random.default_rng(5)
     stream = [{"x": r.standard_normal((1, 64)).astype(np.float32), "state": np.zeros((1, 128), np.float32)}]
-    stream += [{"x": r.standard_normal((1, 64)).astype(np.float32)} for _ in range(31)]
+    stream += [{"x": r.standard_normal((1, 64)).astype(np.float32)} for _ in range(63)]
     pairs = {"stateN": "state"}
     expected = run_stream(Model(rnn_graph(), "float"), stream, pairs)
-    streamed = {}
+    streamed, size = {}, {}
     for label, feedback in (("found", None), ("per step", {})):
         dst = tmp_path / f"{label}.spore"
         report = compress(rnn_onnx, dst, feedback=feedback, verbose=False)
         assert report["feedback"] == (pairs if feedback is None else {}) and report["met"]
         streamed[label] = worst_mean_agreement(expected, run_stream(load(dst), stream, pairs))
-    assert streamed["found"] >= 0.995 > streamed["per step"], streamed
+        size[label] = report["output_bytes"]
+    assert streamed["found"] >= 0.995 and streamed["per step"] < streamed["found"] - 0.001, streamed
+    assert size["per step"] < size["found"], size
 
 
 def test_feedback_options_are_checked(rnn_onnx, tmp_path):

@@ -15,8 +15,8 @@ to float16 (encode.half_candidates), judged like the quantized weights and kept 
 at most HALF_SHARE of the output error the target allows (PP-OCR cls: 12% smaller).
 
 Methods: "fixed" gives every weight `bits` bits. "mixed" (the default) allocates levels per tensor by
-measured sensitivity (allocate.py) for the smallest model whose outputs keep `target_cosine` to the float
-model's, or, with `target_size`, the least distortion within that size. "original" is MindSpore Lite's
+measured sensitivity (allocate.py), each channel's step proportional to its RMS (mixed.quantize_step),
+for the smallest model whose outputs keep `target_cosine` to the float model's, or, with `target_size`, the least distortion within that size. "original" is MindSpore Lite's
 search (mixed.py): one error target per tensor met by the coarsest step, the target tuned for
 `target_cosine`. The searches judge on calibration inputs when given, else on seeded random ones
 (judge.py). With calibration inputs, rounding="gptq" rounds the weights the search allocated GPTQ-style

@@ -79,11 +79,11 @@ def quantize_step(w: np.ndarray, levels: int, axis: int | None, bias_correction:
     weights. For entropy-coded codes at a rate of a few bits, a channel's bits go as -log2 of its
     relative error r_c, so the mean of r_c (the error the search allocates by) costs the fewest bits for
     its value when every r_c is equal: a step proportional to the channel's spread. Outliers then cost a
-    few rare long codes instead of every weight's precision. Measured on the real models at equal coded
-    size, every tensor at one L (benchmarks/README.md): the worst output cosine on real inputs rose on
-    each (PP-OCR det at 15 levels 0.47 -> 0.87, MediaPipe face detection 0.83 -> 0.95, selfie at 31
-    levels 0.87 -> 0.97, PP-OCR cls 0.960 -> 0.980). A single step for the whole tensor (absolute error
-    equalised) was better on cls only."""
+    few rare long codes instead of every weight's precision. On the real models the output error at one
+    size moves both ways (benchmarks/step_grid.py: every tensor at one L, 13 of 32 model-levels better,
+    1 - cosine 1.24x lower in geometric mean; PP-OCR rec, Silero and face detection gain most, landmark
+    and selfie at coarse L lose); the mixed search, which picks L per tensor, ends smaller on the step
+    grid (benchmarks/README.md)."""
     rows = _rows(np.asarray(w), axis).astype(np.float64)
     rms = np.sqrt(np.einsum("ij,ij->i", rows, rows) / max(rows.shape[1], 1))
     scale = (STEP_PEAK * rms / levels).astype(np.float32)

@@ -180,7 +180,8 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
                 print(f"{name}: mixed: not available: {one_line(e)}", file=sys.stderr, flush=True)
             rows.append({"method": label, "error": one_line(e)})
             continue
-        row = {"method": label, **({"seed": seed} if m in SEEDED else {}), **evaluate(case, outs, ref, report["output_bytes"], *sizes),
+        row = {"method": label, **({"seed": seed} if m in SEEDED else {}),
+               **evaluate(case, outs, ref, report["output_bytes"], *sizes),
                "seconds": report.get("seconds"), "compress_ratio": report.get("ratio"),
                "compress_float_bytes": report.get("float_bytes")}
         if "folds" in report:

@@ -253,7 +253,8 @@ def cmd_compress(args) -> int:
                       target_size=args.target_size, bias_correction=not args.no_bias_correction,
                       entropy=not args.no_entropy, per_tensor=args.per_tensor, min_size=args.min_size,
                       input_shapes=parse_shapes(args.input_shape), inputs=dict(map(_input_value, args.input)),
-                      samples=args.samples, seed=args.seed, calib=args.calib, rounding=args.rounding, feedback=_feedback_arg(args), plot=args.plot)
+                      samples=args.samples, seed=args.seed, calib=args.calib, rounding=args.rounding,
+                      feedback=_feedback_arg(args), plot=args.plot)
     if args.report:
         text = json.dumps(report, indent=1).encode()
         atomic_write(args.report, lambda f: f.write(text))

@@ -16,11 +16,12 @@ at most HALF_SHARE of the output error the target allows (PP-OCR cls: 12% smalle
 
 Methods: "fixed" gives every weight `bits` bits. "mixed" (the default) allocates levels per tensor by
 measured sensitivity (allocate.py), each channel's step proportional to its RMS (mixed.quantize_step),
-for the smallest model whose outputs keep `target_cosine` to the float model's, or, with `target_size`, the least distortion within that size. "original" is MindSpore Lite's
-search (mixed.py): one error target per tensor met by the coarsest step, the target tuned for
-`target_cosine`. The searches judge on calibration inputs when given, else on seeded random ones
-(judge.py). With calibration inputs, rounding="gptq" rounds the weights the search allocated GPTQ-style
-(gptq.py) and keeps that only where it measures better.
+for the smallest model whose outputs keep `target_cosine` to the float model's, or, with `target_size`,
+the least distortion within that size. "original" is MindSpore Lite's search (mixed.py): one error
+target per tensor met by the coarsest step, the target tuned for `target_cosine`. The searches judge on
+calibration inputs when given, else on seeded random ones (judge.py). With calibration inputs,
+rounding="gptq" rounds the weights the search allocated GPTQ-style (gptq.py) and keeps that only where it
+measures better.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
              target_cosine: float = 0.995, target_size: float | None = None, bias_correction: bool = True,
              entropy: bool = True, per_tensor: bool = False, min_size: int | None = None,
              input_shapes: dict[str, tuple[int, ...]] | None = None, inputs: dict[str, Any] | None = None,
-             samples: int = 4, seed: int = 0, calib: str | os.PathLike | list[dict] | None = None, rounding: str | None = None,
+             samples: int = 4, seed: int = 0, calib: str | os.PathLike | list[dict] | None = None,
+             rounding: str | None = None,
              feedback: dict[str, str] | None = None, plot: str | None = None,
              check: bool = True, verbose: bool = True, stream: IO[str] | None = None) -> dict[str, Any]:
     """Compresses `src` into the .spore file `dst`; returns the report (see the module docstring).
@@ -59,9 +61,9 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     input_shapes: shapes for the random sample inputs (symbolic dimensions), not fixed into the model.
     inputs: values some inputs always take in the samples (e.g. {"sr": 16000}); the rest are random.
     samples, seed: how many random sample inputs the searches judge on, and the seed they are drawn from. The
-    search ends where its last measurements pass or fail on them, so another seed gives another draw: a
-    few percent in size either way, and on some models a different cosine on real inputs
-    (benchmarks/README.md measures three seeds).
+    search ends where its last measurements pass or fail on them, so another seed gives another draw: up
+    to a third in size on a small model, and on some a different cosine on real inputs (benchmarks/README.md
+    measures three seeds); more samples vary less and cost time.
     calib: sample inputs to judge the searches on instead of random ones (a list of feed dicts, an .npz
     whose arrays, keyed by input name, hold one sample per row, or a folder of such .npz files).
     rounding: "nearest" (the default), or "gptq" with calib and the mixed method: GPTQ on the calibration
@@ -111,8 +113,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
         feeds = load_calibration(calib)
         halves = half_candidates(graph, chosen)
         quantized, summary, halves = _search(method, graph, weights, chosen, target_cosine, budget,
-                                             bias_correction, input_shapes or {}, inputs, samples, seed, feeds, rounding,
-                                             feedback, halves, say)
+                                             bias_correction, input_shapes or {}, inputs, samples, seed, feeds,
+                                             rounding, feedback, halves, say)
         if halves:  # stored as float16 below (encode_half), judged so by the search
             from .mixed import with_weights
 

@@ -52,18 +52,7 @@ def quantize_levels(w: np.ndarray, levels: int, axis: int | None, bias_correctio
             err = _level_errors(rows, s_r, levels)
             better = err < best
             best[better], scale[better] = err[better], s_r[better]
-    q = np.rint(rows / scale[:, None].astype(rows.dtype))
-    q += levels
-    np.clip(q, 0, 2 * levels, out=q)
-    bits = max(1, math.ceil(math.log2(2 * levels + 1)))
-    codes = np.ascontiguousarray(_unrows(q.astype(np.uint8 if bits <= 8 else np.uint16), w.shape, axis))
-    zp = np.full(scale.shape, levels, np.int32)
-    if axis is None:
-        scale, zp = scale.reshape(()), zp.reshape(())
-    params = QuantParams(bits, True, axis, scale, zp)
-    if bias_correction:
-        params = bias_correct(w, codes, params)
-    return Quantized(codes, params, mean_relative_rms_error(w, dequantize(codes, params, np.float64), axis))
+    return _symmetric(w, np.rint(rows / scale[:, None].astype(rows.dtype)), scale, levels, axis, bias_correction)
 
 
 STEP_PEAK = 4.0  # quantize_step's step is STEP_PEAK * rms_c / L: L levels reach STEP_PEAK RMS from zero
@@ -89,9 +78,14 @@ def quantize_step(w: np.ndarray, levels: int, axis: int | None, bias_correction:
     scale = (STEP_PEAK * rms / levels).astype(np.float32)
     scale[~(scale >= np.finfo(np.float32).tiny) | ~np.isfinite(scale)] = 1.0
     q = np.rint(rows / scale[:, None].astype(np.float64))
-    zero = int(min(MAX_ZERO, max(1, np.abs(q).max(initial=0))))
-    q += zero
-    np.clip(q, 0, 2 * zero, out=q)
+    return _symmetric(w, q, scale, int(min(MAX_ZERO, max(1, np.abs(q).max(initial=0)))), axis, bias_correction)
+
+
+def _symmetric(w: np.ndarray, q: np.ndarray, scale: np.ndarray, zero: int, axis: int | None,
+               bias_correction: bool) -> Quantized:
+    """The Quantized of rounded rows q (steps from zero, one row per channel of scale): codes q + zero,
+    clipped to 0..2 * zero, bias-corrected, with their error."""
+    q = np.clip(q + zero, 0, 2 * zero)
     bits = max(1, math.ceil(math.log2(2 * zero + 1)))
     codes = np.ascontiguousarray(_unrows(q.astype(np.uint8 if bits <= 8 else np.uint16), w.shape, axis))
     zp = np.full(scale.shape, zero, np.int32)

@@ -309,17 +309,24 @@ def print_model(model: dict) -> None:
 def summarize(models: list[dict], label: str) -> list[dict]:
     """Per method over `models`: both means of the ratios, the worst cosine, the largest accuracy drop. A
     method run with several seeds also gets a row pooling every (model, seed) pair: "mixed, 3 seeds"."""
-    methods = list(dict.fromkeys(r["method"] for m in models for r in m["rows"] if r["method"] != "float .spore"))
-    pooled = {}
+    groups: dict[str, list] = {}  # method -> its (model, row) pairs, in the order the methods first ran
+    pooled: dict[str, list] = {}  # a seeded method -> the pairs of all its seeds
+    seeds: dict[str, set] = {}
     for m in models:
         for r in m["rows"]:
+            if r["method"] == "float .spore":
+                continue
+            pairs = groups.setdefault(r["method"], [])
+            if "error" in r:
+                continue
+            pairs.append((m, r))
             if "seed" in r:
-                pooled.setdefault(r["method"].split(" seed=")[0], set()).add(r["seed"])
+                base = r["method"].split(" seed=")[0]
+                pooled.setdefault(base, []).append((m, r))
+                seeds.setdefault(base, set()).add(r["seed"])
+    groups.update({f"{k}, {len(seeds[k])} seeds": v for k, v in pooled.items() if len(seeds[k]) > 1})
     out = []
-    for method in methods + [f"{k}, {len(v)} seeds" for k, v in pooled.items() if len(v) > 1]:
-        base = method.split(",")[0]
-        pairs = [(m, r) for m in models for r in m["rows"] if "error" not in r and
-                 (r["method"] == method or (method.endswith(" seeds") and r["method"].split(" seed=")[0] == base))]
+    for method, pairs in groups.items():
         if not pairs:
             continue
         xf = np.array([r["x_float"] for _, r in pairs])

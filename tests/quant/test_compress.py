@@ -384,8 +384,8 @@ def test_step_grid_equalises_channels_relative_error_and_round_trips_through_the
     assert (q.params.zero_point == zero).all() and zero > 2 * 15 and q.codes.max() <= 2 * zero
     rel = relative_rms_error(w, dequantize(q.codes, q.params, np.float64), 0)
     assert rel.max() < 1.3 * rel.min()  # rounding noise of 144 weights a channel
-    old = relative_rms_error(w, dequantize(*(lambda x: (x.codes, x.params))(quantize_levels(w, 15, 0, False)),
-                                           np.float64), 0)
+    by_peak = quantize_levels(w, 15, 0, False)
+    old = relative_rms_error(w, dequantize(by_peak.codes, by_peak.params, np.float64), 0)
     assert old[::4].mean() > 2 * old[1::4].mean()  # the outlier channels: a coarse step for every weight
     # at equal coded size (an L for each that brackets the other's size), the step grid errs less
     sized = {lv: quantize_step(w, lv, 0) for lv in range(4, 60)}

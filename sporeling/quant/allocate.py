@@ -37,9 +37,10 @@ import numpy as np
 from .encode import Quantized, scales_header
 from .mixed import quantize_levels, quantize_step
 
-# about 4 levels per doubling: a step coarser saves a tensor ~0.3 bits a weight, so the search can stop near its
-# target (at 2 levels per doubling, PP-OCRv4 rec's data-free searches missed on real text lines at 3 seeds of 3;
-# at 4, none of 3 missed, at about the same size; benchmarks/README.md)
+# about 4 levels per doubling up to 255 (2 above, where few tensors land): a step coarser saves a tensor ~0.3 bits
+# a weight, so the search can stop near its target (at 2 per doubling throughout, PP-OCRv4 rec's data-free
+# searches missed on real text lines at 3 seeds of 3; at 4, none of 3 missed, at about the same size;
+# benchmarks/README.md)
 LEVEL_GRID = (1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 15, 19, 23, 27, 31, 39, 47, 55, 63, 79, 95, 111, 127, 159, 191, 223,
               255, 383, 511, 767, 1023, 2047, 4095)
 PROBE_LADDER = (31, 127, 1023)

@@ -15,7 +15,6 @@ Writes benchmarks/results/bias_correction.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path[:0] = [p for p in (_HERE, os.path.dirname(_HERE)) if p not in sys.path]
 import numpy as np  # noqa: E402
 
 import real_inputs as ri  # noqa: E402
-from common import versions  # noqa: E402
+from common import versions, write_result  # noqa: E402
 from compression import sporeling_engine  # noqa: E402
 
 
@@ -77,13 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if ratios:
         print(f"geometric mean of (1 - cos) without / with: {float(np.exp(np.mean(np.log(ratios)))):.2f}x "
               f"over {len(ratios)} model-widths; correction better in {sum(r > 1 for r in ratios)}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    doc = {"created": datetime.now(timezone.utc).isoformat(), "versions": versions(), "models": results}
-    from sporeling.tools import atomic_write
-
-    text = json.dumps(doc, indent=1).encode()
-    atomic_write(args.out, lambda f: f.write(text))
-    print(f"wrote {args.out}")
+    write_result(args.out, {"created": datetime.now(timezone.utc).isoformat(), "versions": versions(),
+                            "models": results})
     return 0
 
 

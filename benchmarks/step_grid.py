@@ -33,17 +33,11 @@ import real_inputs as ri  # noqa: E402
 from common import versions, write_result  # noqa: E402
 
 
-def _size(q) -> float:
-    from sporeling.quant.allocate import entropy_bytes
-    from sporeling.quant.encode import scales_header
-
-    return entropy_bytes(q.codes) + len(scales_header(q.params, q.codes)[0])
-
-
 def measure(name: str, levels_list: list[int]) -> dict:
     from sporeling.model import Model, load_graph
     from sporeling.passes import optimize
     from sporeling.quant.encode import channel_axes
+    from sporeling.quant.allocate import coded_bytes
     from sporeling.quant.mixed import decoded, quantize_levels, quantize_step, with_weights
     from sporeling.quant.quantize import MIN_QUANT_WEIGHT_SIZE, should_quantize
 
@@ -65,18 +59,18 @@ def measure(name: str, levels_list: list[int]) -> dict:
     rows = []
     for levels in levels_list:
         old = {n: quantize_levels(weights[n], levels, a, clip=True) for n, a in chosen.items()}
-        target = sum(_size(q) for q in old.values())
+        target = sum(coded_bytes(q) for q in old.values())
         lo, hi = levels / 8, levels * 8.0  # bisect for the finest step grid within the old size
         for _ in range(16):
             mid = (lo * hi) ** 0.5
-            if sum(_size(q) for q in step_at(mid).values()) > target:
+            if sum(coded_bytes(q) for q in step_at(mid).values()) > target:
                 hi = mid
             else:
                 lo = mid
         new = step_at(lo)
         row = {"levels": levels, "step_levels": round(lo, 3),
                "levels_grid": {"bytes": round(target), "cos_mean": judged(old)},
-               "step_grid": {"bytes": round(sum(_size(q) for q in new.values())), "cos_mean": judged(new)}}
+               "step_grid": {"bytes": round(sum(coded_bytes(q) for q in new.values())), "cos_mean": judged(new)}}
         loss_old, loss_new = 1 - row["levels_grid"]["cos_mean"], 1 - row["step_grid"]["cos_mean"]
         row["loss_ratio"] = loss_old / loss_new if loss_new > 0 else None
         rows.append(row)

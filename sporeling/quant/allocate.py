@@ -49,6 +49,12 @@ UNREACHED_LEVELS = 127  # a tensor the samples never reach is not judged insensi
 HEADER_BYTES = 64  # FSE header and per-tensor overhead, roughly; per-channel scales are added exactly
 
 
+def coded_bytes(q: Quantized) -> float:
+    """What the search predicts a quantized tensor's codes and per-channel scales take (FSE reaches the codes'
+    entropy within about 1%), before the per-tensor overhead."""
+    return entropy_bytes(q.codes) + len(scales_header(q.params, q.codes)[0])
+
+
 def entropy_bytes(codes: np.ndarray) -> float:
     counts = np.bincount(codes.reshape(-1).astype(np.int64))
     p = counts[counts > 0] / codes.size
@@ -68,8 +74,7 @@ class Candidates:
         self.table: list[tuple[int, float, float]] = []
         for levels in LEVEL_GRID:
             q = self.nearest(levels)
-            scales = len(scales_header(q.params, q.codes)[0])
-            self.table.append((levels, q.error, entropy_bytes(q.codes) + scales + HEADER_BYTES))
+            self.table.append((levels, q.error, coded_bytes(q) + HEADER_BYTES))
 
     def error_at(self, levels: int) -> float:
         return next(e for lv, e, _ in self.table if lv == levels)

@@ -98,12 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                    help="shape of an input's random samples (for symbolic dimensions); the model keeps its own")
     p.add_argument("--calib", metavar="DIR|FILE.npz",
-                   help="judge the search on these inputs instead of random ones: an .npz whose arrays (keyed by "
-                   "input name) hold one sample per row, or a folder of .npz files, one sample each")
+                   help="judge the search on these inputs too: an .npz whose arrays (keyed by input name) hold one "
+                   "sample per row, or a folder of .npz files, one sample each. The random samples are judged "
+                   "beside them (not for a recurrent model), so a few calibration inputs cannot pass a model that "
+                   "only fits them")
     p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE|FILE.npy",
                    help="a value an input always takes in the search's random samples (e.g. sr=16000)")
     p.add_argument("--samples", type=int, default=4, metavar="N",
-                   help="random sample inputs the searches judge on without --calib (default 4; a recurrent "
+                   help="random sample inputs the searches judge on (default 4; a recurrent "
                    f"model's stream takes at least {STREAM_SAMPLES}): more cost time and vary less from seed to seed")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of those random inputs (default 0); where the search ends depends on the draw")

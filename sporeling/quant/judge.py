@@ -3,8 +3,8 @@
 agreement() is the cosine similarity of one output to the float one (and, for an output dominated by a
 common offset, the cosine of both centred too); worst_mean_agreement() is the figure every search holds
 to its target: per output the mean over the sample inputs, then the worst output. The sample inputs are
-the calibration inputs when given (load_calibration), else seeded random ones of the model's shapes
-(sample_feeds), with any input the caller fixes (a sample rate) given its fixed value. A recurrent
+seeded random ones of the model's shapes (sample_feeds), with any input the caller fixes (a sample rate)
+given its fixed value, and, when given, the calibration inputs too (load_calibration). A recurrent
 model's samples are a stream: each step takes the state its own previous step produced (feedback_pairs
 finds which output feeds which input, run_stream runs it), so errors that build up in the state count.
 """

@@ -255,6 +255,43 @@ def test_gptq_rounding_in_the_mixed_search(chain_onnx, tmp_path):
             compress(chain_onnx, tmp_path / "x.spore", verbose=False, **bad)
 
 
+def two_branch_graph() -> Graph:
+    """y = relu(conv(x)) + relu(conv(z)): calibration inputs with z near zero never exercise the z branch."""
+    inits, nodes = {}, []
+    for i, inp in enumerate(("x", "z")):
+        inits[f"w{i}"] = (rng.standard_normal((24, 8, 3, 3)) / np.sqrt(72)).astype(np.float32)
+        inits[f"b{i}"] = np.zeros(24, np.float32)
+        nodes += [Node("Conv", [inp, f"w{i}", f"b{i}"], [f"c{i}"], {"pads": [1, 1, 1, 1]}),
+                  Node("Relu", [f"c{i}"], [f"r{i}"])]
+    nodes.append(Node("Add", ["r0", "r1"], ["y"]))
+    spec = [ValueInfo(n, np.dtype(np.float32), (1, 8, 10, 10)) for n in ("x", "z")]
+    return Graph(nodes, spec, [ValueInfo("y", np.dtype(np.float32), (1, 24, 10, 10))], inits, opsets={"": 17})
+
+
+def test_calibration_inputs_are_judged_beside_random_ones(tmp_path_factory, tmp_path):
+    """A few calibration inputs can leave part of the model idle (here the z branch, fed almost nothing): held
+    to the target on them alone, the search would give that part the coarsest levels. The random samples are
+    judged beside them, each group on its own, so the model keeps the target on inputs the calibration missed."""
+    from sporeling.model import load
+    from sporeling.quant.compress import compress
+
+    src = _exported(two_branch_graph(), tmp_path_factory, "two_branch")
+    calib = [{"x": rng.standard_normal((1, 8, 10, 10)).astype(np.float32),
+              "z": 1e-4 * rng.standard_normal((1, 8, 10, 10)).astype(np.float32)} for _ in range(3)]
+    lines = []
+    report = compress(src, tmp_path / "c.spore", calib=calib, verbose=True, check=False,
+                      stream=type("S", (), {"write": lambda self, t: lines.append(t), "flush": lambda self: None})())
+    assert report["met"] and report["judged_on"] == {"calibration": 3, "random": 4}
+    assert any("on 3 calibration inputs and, apart, 4 random inputs" in t for t in lines)
+    float_model, small = load(src), load(tmp_path / "c.spore")
+    fresh = [{k: rng.standard_normal((1, 8, 10, 10)).astype(np.float32) for k in ("x", "z")} for _ in range(6)]
+    got = worst_mean_agreement([float_model.run(f) for f in fresh], [small.run(f) for f in fresh])
+    assert got >= 0.99, got
+    # still judged on the calibration inputs: they pass too
+    on_calib = worst_mean_agreement([float_model.run(f) for f in calib], [small.run(f) for f in calib])
+    assert on_calib >= 0.995
+
+
 def test_the_judged_figure_is_the_mean_less_its_standard_error():
     ref = [{"y": np.ones(64) + np.arange(64) * 0.01} for _ in range(4)]
     steady = [{"y": r["y"] * 1.0 + 0.01 * np.sin(np.arange(64) + k)} for k, r in enumerate(ref)]

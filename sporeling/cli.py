@@ -111,8 +111,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="seed of those random inputs (default 0); where the search ends depends on the draw")
     p.add_argument("--rounding", choices=["nearest", "gptq"], default=None,
                    help="how weights round to their levels (default nearest); gptq, with --calib, spreads each "
-                   "rounding error over the layer's other inputs as the calibration inputs weigh them (give it "
-                   "dozens of samples: with a few it fits them and does worse on others)")
+                   "rounding error over the layer's other inputs as the calibration inputs and the random ones "
+                   "beside them weigh them, for smaller files at the same target")
     p.add_argument("--feedback", action="append", default=None, metavar="OUT=IN",
                    help="a recurrent model's state: output OUT is fed back into input IN, and the search judges "
                    "the model over a stream of inputs (--calib in its order, or "

@@ -69,9 +69,10 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     name, hold one sample per row, or a folder of such .npz files); the random samples are judged beside them,
     of the first one's shapes and with its non-float inputs, and both must keep the target (_random_beside);
     a recurrent model is judged on its calibration stream alone.
-    rounding: "nearest" (the default), or "gptq" with calib and the mixed method: GPTQ on the calibration
-    inputs' layer statistics. It reaches the target with coarser levels on the calibration inputs, and
-    fits them: with a handful of samples, other inputs lose more than they gain (benchmarks/README.md).
+    rounding: "nearest" (the default), or "gptq" with calib and the mixed method: GPTQ on the layer statistics
+    of the calibration inputs and the random ones judged beside them, so that it reaches the target with
+    coarser levels on both (benchmarks/README.md: smaller files than rounding to nearest on the trained
+    models, and they keep the target on held-out real inputs; on either group alone it fits that group).
     feedback: a recurrent model's state, output name -> input name, that the searches carry from one sample
     input to the next, judging the model over a stream as it runs (the calibration inputs in their order, or
     STREAM_SAMPLES random ones from a zero state). None (the default) finds it (judge.feedback_pairs: Silero's
@@ -273,7 +274,10 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
         searches = {n: TensorSearch(weights[n], a, bias_correction) for n, a in chosen.items()}
         summary["target_error"], quantized, worst = tune(searches, score, target_cosine, progress=progress)
     else:
-        rounders = _gptq_rounders(graph, chosen, fed, bias_correction, say) if rounding == "gptq" else {}
+        # GPTQ weighs each layer's inputs as the judged samples show them: calibration and random ones alike,
+        # so that its rounding serves both groups the search holds to the target
+        stats = fed + [f for fs, _ in groups[1:] for f in fs]
+        rounders = _gptq_rounders(graph, chosen, stats, bias_correction, say) if rounding == "gptq" else {}
         cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n)) for n, a in chosen.items()}
         found = allocate(cands, score, target_cosine, progress=progress, budget=budget, probe=probe)
         quantized, worst = found.quantized, found.value
@@ -333,7 +337,8 @@ def _feedback(feedback: dict | None, feed: dict, out: dict) -> dict[str, str]:
 
 def _gptq_rounders(graph: Graph, chosen: dict, calib: list[dict], bias_correction: bool, say) -> dict:
     """name -> levels -> GPTQ-rounded codes (gptq.py), for the weights GPTQ can take: the graph's own,
-    read by a Conv/Gemm/MatMul whose inputs the calibration feeds show in enough rows."""
+    read by a Conv/Gemm/MatMul whose inputs the feeds (the calibration inputs and the random ones judged
+    beside them) show in enough rows."""
     from .gptq import Calibrated
 
     start = time.perf_counter()
@@ -341,7 +346,7 @@ def _gptq_rounders(graph: Graph, chosen: dict, calib: list[dict], bias_correctio
     cal = Calibrated(graph, top, calib, bias_correction=bias_correction)
     usable = [n for n in top if cal.takes(n)]
     say(f"  GPTQ rounding: input statistics of {len(usable)} of {len(chosen)} tensors from {len(calib)} "
-        f"calibration inputs in {time.perf_counter() - start:.1f} s (the rest round to nearest)")
+        f"sample inputs in {time.perf_counter() - start:.1f} s (the rest round to nearest)")
     return {n: (lambda levels, n=n: cal.quantize(n, levels)) for n in usable}
 
 

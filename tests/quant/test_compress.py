@@ -114,11 +114,11 @@ def test_grid_scales_hold_any_float32_exponent_to_their_mantissa(bits):
     for cut in (GRID_HEAD.size - 1, len(head) - 1):
         with pytest.raises(ValueError, match="grid scales"):
             _grid_scales(memoryview(head[:cut]), channels, zero)
-    # each channel's mean kept: mean code * A + B as exactly computed, to half of 1/256 of a step, plus the
-    # float32 rounding of B (about zero steps)
+    # each channel's mean kept: mean code * A + B as exactly computed, to half of 1/256 of a step (of the
+    # stored A, which is up to 2**-(p+1) off the exact scale), plus the float32 rounding of B (about zero steps)
     mean_code = codes.mean(axis=1)
     exact = (mean_code - zero) * scale.astype(np.float64) + shift
-    tol = scale.astype(np.float64) * (2.0**-9 + (zero + 1) * 2.0**-23)
+    tol = a.astype(np.float64) * 2.0**-9 + scale.astype(np.float64) * (zero + 1) * 2.0**-23
     assert (np.abs(mean_code * a + b.astype(np.float64) - exact) <= tol).all()
 
 

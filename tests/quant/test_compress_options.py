@@ -268,10 +268,12 @@ def two_branch_graph() -> Graph:
     return Graph(nodes, spec, [ValueInfo("y", np.dtype(np.float32), (1, 24, 10, 10))], inits, opsets={"": 17})
 
 
-def test_calibration_inputs_are_judged_beside_random_ones(tmp_path_factory, tmp_path):
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])
+def test_calibration_inputs_are_judged_beside_random_ones(tmp_path_factory, tmp_path, rounding):
     """A few calibration inputs can leave part of the model idle (here the z branch, fed almost nothing): held
     to the target on them alone, the search would give that part the coarsest levels. The random samples are
-    judged beside them, each group on its own, so the model keeps the target on inputs the calibration missed."""
+    judged beside them, each group on its own, so the model keeps the target on inputs the calibration missed.
+    GPTQ weighs each layer's inputs over both groups."""
     from sporeling.model import load
     from sporeling.quant.compress import compress
 
@@ -279,10 +281,11 @@ def test_calibration_inputs_are_judged_beside_random_ones(tmp_path_factory, tmp_
     calib = [{"x": rng.standard_normal((1, 8, 10, 10)).astype(np.float32),
               "z": 1e-4 * rng.standard_normal((1, 8, 10, 10)).astype(np.float32)} for _ in range(3)]
     lines = []
-    report = compress(src, tmp_path / "c.spore", calib=calib, verbose=True, check=False,
+    report = compress(src, tmp_path / "c.spore", calib=calib, verbose=True, check=False, rounding=rounding,
                       stream=type("S", (), {"write": lambda self, t: lines.append(t), "flush": lambda self: None})())
     assert report["met"] and report["judged_on"] == {"calibration": 3, "random": 4}
     assert any("on 3 calibration inputs and, apart, 4 random inputs" in t for t in lines)
+    assert (rounding == "gptq") == any("GPTQ rounding" in t and "from 7 sample inputs" in t for t in lines)
     float_model, small = load(src), load(tmp_path / "c.spore")
     fresh = [{k: rng.standard_normal((1, 8, 10, 10)).astype(np.float32) for k in ("x", "z")} for _ in range(6)]
     got = worst_mean_agreement([float_model.run(f) for f in fresh], [small.run(f) for f in fresh])

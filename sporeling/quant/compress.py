@@ -234,15 +234,16 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
         expected = run_stream(reference, feeds, pairs, fed)
     except SporelingError as e:
         raise failed(e) from e
-    groups = [(feeds, expected)]  # each group of sample inputs is held to the target on its own
+    # each group of sample inputs is held to the target on its own: (kind, feeds, the float outputs)
+    groups = [("calibration" if calib else "random", feeds, expected)]
     if calib and not pairs:
         extra = _random_beside(reference, calib, shapes, inputs, samples, seed, say)
         if extra:
-            groups.append(extra)
+            groups.append(("random", *extra))
 
     def agreement_with(replaced: dict) -> float:
         model = Model(with_weights(graph, replaced), "candidate")
-        return min(worst_mean_agreement(want, run_stream(model, fs, pairs)) for fs, want in groups)
+        return min(worst_mean_agreement(want, run_stream(model, fs, pairs)) for _, fs, want in groups)
 
     if halves:
         value = agreement_with(halves)
@@ -263,9 +264,8 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     goal = f"least output error within {budget / 1024:.0f} KiB of codes" if budget is not None else \
         f"output cosine >= {target_cosine}"
     stream = f", as a stream feeding {', '.join(f'{o} into {i}' for o, i in pairs.items())}" if pairs else ""
-    judged = {"calibration": len(feeds) if calib else 0,
-              "random": len(groups[1][0]) if len(groups) > 1 else 0 if calib else len(feeds)}
-    on = " and, apart, ".join(f"{n} {k} inputs" for k, n in judged.items() if n)
+    judged = {kind: len(fs) for kind, fs, _ in groups}
+    on = " and, apart, ".join(f"{n} {kind} inputs" for kind, n in judged.items())
     say(f"{method} search over {len(chosen)} tensors, for {goal} on {on}{stream}")
     progress = lambda s: say("  " + s)  # noqa: E731
     summary: dict[str, Any] = {"method": method, "target_cosine": target_cosine, "rounding": rounding,
@@ -276,7 +276,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     else:
         # GPTQ weighs each layer's inputs as the judged samples show them: calibration and random ones alike,
         # so that its rounding serves both groups the search holds to the target
-        stats = fed + [f for fs, _ in groups[1:] for f in fs]
+        stats = fed + [f for _, fs, _ in groups[1:] for f in fs]
         rounders = _gptq_rounders(graph, chosen, stats, bias_correction, say) if rounding == "gptq" else {}
         cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n)) for n, a in chosen.items()}
         found = allocate(cands, score, target_cosine, progress=progress, budget=budget, probe=probe)

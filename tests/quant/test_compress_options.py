@@ -282,7 +282,7 @@ def test_calibration_inputs_are_judged_beside_random_ones(tmp_path_factory, tmp_
               "z": 1e-4 * rng.standard_normal((1, 8, 10, 10)).astype(np.float32)} for _ in range(3)]
     lines = []
     report = compress(src, tmp_path / "c.spore", calib=calib, verbose=True, check=False, rounding=rounding,
-                      stream=type("S", (), {"write": lambda self, t: lines.append(t), "flush": lambda self: None})())
+                      stream=_Lines(lines))
     assert report["met"] and report["judged_on"] == {"calibration": 3, "random": 4}
     assert any("on 3 calibration inputs and, apart, 4 random inputs" in t for t in lines)
     assert (rounding == "gptq") == any("GPTQ rounding" in t and "from 7 sample inputs" in t for t in lines)

@@ -30,7 +30,10 @@ about 1/8 of the bits (they decode with fewer lanes, so more slowly).
 
 Table size: 2**table_log slots with table_log = ceil(log2(distinct symbols)) + 6, kept within 12..13
 (within 1..17 and at least ceil(log2(distinct)) + 1 when the data is small or the alphabet large);
-tANS loses 0.1-0.4% to its normalized counts there, less with larger tables, which cost speed.
+tANS loses 0.1-0.4% to its normalized counts there, less with larger tables, which cost speed. The
+encoder takes a smaller table where that codes the data smaller, counts header included (_smallest_table):
+a few thousand weights over hundreds of distinct codes pay more for the header of a 2**13 table than
+its finer counts save (1-2% of a small compressed model's bytes).
 
 Blob (integers little-endian; varint = unsigned LEB128; bit fields LSB first):
     0xF5, kind (0 empty, 1 one distinct symbol, 2 tANS), varint n, varint alphabet (largest symbol + 1)
@@ -91,15 +94,18 @@ def encode(symbols: np.ndarray, *, table_log: int | None = None, lanes: int | No
     head = bytes([TAG]) + bytes([KIND_CONSTANT if len(present) == 1 else KIND_TANS]) + _varint(n) + _varint(alphabet)
     if len(present) == 1:
         return head
-    tl = _table_log(n, len(present)) if table_log is None else int(table_log)
-    if not MIN_TABLE_LOG <= tl <= MAX_TABLE_LOG or (1 << tl) < len(present):
-        raise FSEError(f"table_log {tl}: must be {MIN_TABLE_LOG}..{MAX_TABLE_LOG} with 2**table_log >= "
-                       f"{len(present)} (the distinct symbols)")
-    freq = normalize(counts[present], tl)
+    if table_log is None:
+        tl, freq, counts_blob = _smallest_table(counts[present], present, n)
+    else:
+        tl = int(table_log)
+        if not MIN_TABLE_LOG <= tl <= MAX_TABLE_LOG or (1 << tl) < len(present):
+            raise FSEError(f"table_log {tl}: must be {MIN_TABLE_LOG}..{MAX_TABLE_LOG} with 2**table_log >= "
+                           f"{len(present)} (the distinct symbols)")
+        freq = normalize(counts[present], tl)
+        counts_blob = encode_counts(present, freq)
     tables = Tables(freq, tl)
     lane_plan = _plan_lanes(n, _estimate_bits(counts[present], freq, tl), tl, lanes)
     states, stream, stream_bits, steps = _encode_stages(sym, present, alphabet, tables, lane_plan)
-    counts_blob = encode_counts(present, freq)
     parts = [head, bytes([tl]), _varint(len(present)), _varint(len(lane_plan))]
     parts += [_varint(v) for v in lane_plan] + [_varint(v) for pair in steps for v in pair]
     parts += [_varint(len(counts_blob)), counts_blob, states, _varint(stream_bits), stream]
@@ -159,6 +165,20 @@ def coded_size_bits(symbols: np.ndarray, **options) -> float:
 
 
 # ---- choices ----------------------------------------------------------------------------------------------
+def estimated_bytes(symbols: np.ndarray) -> float:
+    """About len(encode(symbols)) without coding them: the blob's fixed fields, the counts header of the
+    table encode would choose, and the stream's ideal size at that table. A few bytes off (lane fields);
+    for a small tensor over many distinct symbols far closer than the entropy, which leaves out the header."""
+    sym = _check_symbols(symbols)
+    counts = np.bincount(sym.astype(np.intp)) if sym.size else np.zeros(0, np.int64)
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        return 4.0 + 2 * bit_length(max(sym.size, 1)) / 7
+    tl, freq, blob = _smallest_table(counts[present], present, sym.size)
+    stream = float((counts[present] * (tl - np.log2(freq))).sum())  # not _estimate_bits: off 5% on peaked data
+    return 12.0 + len(blob) + (stream + MIN_LAST_LANES * tl) / 8
+
+
 def _check_symbols(symbols) -> np.ndarray:
     sym = np.asarray(symbols)
     if sym.ndim != 1:
@@ -179,6 +199,22 @@ def _table_log(n: int, present: int) -> int:
     not much more than the data can fill, at most 2**17."""
     need = int(bit_length(present - 1))
     return int(min(MAX_TABLE_LOG, max(need + 1, min(max(need + 6, 12), 13, int(bit_length(n)) + 1))))
+
+
+def _smallest_table(counts: np.ndarray, present: np.ndarray, n: int) -> tuple[int, np.ndarray, bytes]:
+    """(table_log, normalized counts, counts header) of the table that codes the data smallest, header
+    included, by _estimate_bits: _table_log's size or a smaller one. A small tensor over a wide alphabet
+    pays more for the counts header of a large table than the table's finer counts save it."""
+    best = None
+    top = _table_log(n, len(present))
+    for tl in range(top, max(MIN_TABLE_LOG, int(bit_length(len(present) - 1)) + 1) - 1, -1):
+        freq = normalize(counts, tl)
+        blob = encode_counts(present, freq)
+        bits = 8 * len(blob) + _estimate_bits(counts, freq, tl)
+        if best is not None and bits >= best[0]:
+            break  # the header shrinks and the stream grows as the table does: past the best, no better one
+        best = (bits, tl, freq, blob)
+    return best[1], best[2], best[3]
 
 
 def _estimate_bits(counts: np.ndarray, freq: np.ndarray, table_log: int) -> float:

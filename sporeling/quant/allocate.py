@@ -11,7 +11,7 @@ layer, and a large tensor costs more bytes per step of precision than a small on
    outputs saturates (1 - cosine cannot pass 1) and would call the most sensitive layer tame. So the
    probe starts at PROBE_LADDER[0] levels and goes finer until the loss is below LINEAR_LOSS;
 2. for each tensor and each candidate L (LEVEL_GRID), know e_i(L) and the coded size b_i(L) (the codes'
-   FSE blob or bit-packed form, whichever is smaller, plus the per-channel scales), on the grid of
+   empirical entropy, which FSE reaches within about 1%, plus the per-channel scales), on the grid of
    mixed.quantize_step: a step of STEP_PEAK * rms_c / L per channel, codes as wide as the weights need
    (GPTQ rounds on quantize_levels' max|w_c| / L grid instead, clipping searched for coarse L);
 3. for a Lagrange multiplier lam, let every tensor pick the L minimising s_i * e_i(L)^2 + lam * b_i(L):
@@ -34,9 +34,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .bitpack import packed_size
 from .encode import Quantized, scales_header
-from .fse import estimated_bytes
 from .mixed import quantize_levels, quantize_step
 
 # about 4 levels per doubling up to 255 (2 above, where few tensors land): a step coarser saves a tensor ~0.3 bits
@@ -48,20 +46,13 @@ LEVEL_GRID = (1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 15, 19, 23, 27, 31, 39, 47, 55, 63
 PROBE_LADDER = (31, 127, 1023)
 LINEAR_LOSS = 0.01
 UNREACHED_LEVELS = 127  # a tensor the samples never reach is not judged insensitive: it keeps about 8-bit codes
-HEADER_BYTES = 16  # the tensor's entry in the deflated graph section, roughly; codes and scales are counted apart
+HEADER_BYTES = 64  # FSE header and per-tensor overhead, roughly; per-channel scales are added exactly
 
 
 def coded_bytes(q: Quantized) -> float:
-    """What the search predicts a quantized tensor's codes and per-channel scales take, before the
-    per-tensor overhead: the smaller of the bit-packed codes and their FSE blob as fse.estimated_bytes
-    sizes it, counts header included. The codes' entropy alone, which a large tensor's blob reaches
-    within about 1%, leaves the header out and cannot pass log2(size) bits a weight: it priced a few
-    hundred weights at 13-bit codes near 9 bits a weight where the file paid 14, so the search gave small
-    tensors levels far finer than they were worth (MediaPipe selfie segmentation: 12 such tensors, 16%
-    of its codes' bytes)."""
-    codes = q.codes.reshape(-1)
-    packed = packed_size((codes.size,), q.params.bits) if codes.size else 0
-    return min(packed, estimated_bytes(codes)) + len(scales_header(q.params, q.codes)[0])
+    """What the search predicts a quantized tensor's codes and per-channel scales take (FSE reaches the codes'
+    entropy within about 1%), before the per-tensor overhead."""
+    return entropy_bytes(q.codes) + len(scales_header(q.params, q.codes)[0])
 
 
 def entropy_bytes(codes: np.ndarray) -> float:

@@ -33,7 +33,7 @@ Table size: 2**table_log slots with table_log = ceil(log2(distinct symbols)) + 6
 tANS loses 0.1-0.4% to its normalized counts there, less with larger tables, which cost speed. The
 encoder takes a smaller table where that codes the data smaller, counts header included (_smallest_table):
 a few thousand weights over hundreds of distinct codes pay more for the header of a 2**13 table than
-its finer counts save (1-2% of a small compressed model's bytes).
+its finer counts save (up to 2% of a small compressed model's bytes).
 
 Blob (integers little-endian; varint = unsigned LEB128; bit fields LSB first):
     0xF5, kind (0 empty, 1 one distinct symbol, 2 tANS), varint n, varint alphabet (largest symbol + 1)
@@ -165,20 +165,6 @@ def coded_size_bits(symbols: np.ndarray, **options) -> float:
 
 
 # ---- choices ----------------------------------------------------------------------------------------------
-def estimated_bytes(symbols: np.ndarray) -> float:
-    """About len(encode(symbols)) without coding them: the blob's fixed fields, the counts header of the
-    table encode would choose, and the stream's ideal size at that table. A few bytes off (lane fields);
-    for a small tensor over many distinct symbols far closer than the entropy, which leaves out the header."""
-    sym = _check_symbols(symbols)
-    counts = np.bincount(sym.astype(np.intp)) if sym.size else np.zeros(0, np.int64)
-    present = np.flatnonzero(counts)
-    if len(present) < 2:
-        return 4.0 + 2 * bit_length(max(sym.size, 1)) / 7
-    tl, freq, blob = _smallest_table(counts[present], present, sym.size)
-    stream = float((counts[present] * (tl - np.log2(freq))).sum())  # not _estimate_bits: off 5% on peaked data
-    return 12.0 + len(blob) + (stream + MIN_LAST_LANES * tl) / 8
-
-
 def _check_symbols(symbols) -> np.ndarray:
     sym = np.asarray(symbols)
     if sym.ndim != 1:

@@ -426,25 +426,3 @@ def test_calibration_inputs_from_npz_file_and_folder(tmp_path):
     np.savez(tmp_path / "ragged.npz", x=x, y=x[:2])
     with pytest.raises(SporelingError, match="same number of samples"):
         load_calibration(tmp_path / "ragged.npz")
-
-
-@pytest.mark.parametrize("shape, levels", [((24, 24, 1, 1), 4095), ((72, 1, 3, 3), 511), ((64, 32, 3, 3), 15),
-                                           ((64, 32, 3, 3), 1023), ((16, 3, 3, 3), 2)])
-def test_search_prices_a_tensor_at_what_the_file_pays(shape, levels):
-    """The mixed search's size for a tensor at a level (allocate.coded_bytes) is what the writer stores
-    for it, within 2% or 16 bytes: the FSE blob with its counts header, or the bit-packed codes, whichever
-    encode keeps, plus the scales. The codes' entropy, which the search used to price them by, is half the
-    file's bytes for a few hundred weights at 13-bit codes (576 weights cannot show more than log2(576) bits
-    of entropy each)."""
-    from sporeling.quant.allocate import coded_bytes, entropy_bytes
-    from sporeling.quant.encode import scales_header
-    from sporeling.quant.mixed import quantize_step
-
-    r = np.random.default_rng(len(shape) + levels)
-    w = (r.laplace(size=shape) * r.uniform(0.2, 2.0, (shape[0],) + (1,) * (len(shape) - 1))).astype(np.float32)
-    q = quantize_step(w, levels, 0)
-    stored = len(encode(q).payload)
-    assert abs(coded_bytes(q) - stored) <= max(16, 0.02 * stored)
-    if levels == 4095:
-        head = len(scales_header(q.params, q.codes)[0])
-        assert entropy_bytes(q.codes) + head < 0.8 * stored

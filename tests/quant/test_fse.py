@@ -118,21 +118,6 @@ def test_entropy_helper():
     assert entropy_bits(np.zeros(0, np.uint8)) == 0.0
 
 
-@pytest.mark.parametrize("n, bits", [(2, 3), (384, 12), (576, 11), (2304, 9), (4096, 10), (300001, 6), (1 << 20, 4)])
-@pytest.mark.parametrize("dist", ["normal", "laplace"])
-def test_estimated_bytes_sizes_the_blob_without_coding_it(n, bits, dist):
-    """estimated_bytes is what the mixed search prices a tensor's codes by: within 2% (or 16 bytes) of the
-    blob's real size, where the entropy misses a small tensor over a wide alphabet by far more."""
-    from sporeling.quant.fse import estimated_bytes
-
-    x = quantized(dist, bits, n, seed=bits)
-    real = len(encode(x))
-    assert abs(estimated_bytes(x) - real) <= max(16, 0.02 * real)
-    if n <= 576:
-        assert entropy_bits(x) / 8 < 0.8 * real  # what the search used to price it by
-    assert estimated_bytes(np.full(n, 7, np.uint8)) <= 16  # one symbol: the header alone
-
-
 @pytest.mark.parametrize("n, bits", [(576, 11), (2304, 9), (4096, 10), (300001, 6)])
 def test_default_table_is_the_smallest_coding_of_the_sizes_tried(n, bits):
     """Without table_log the encoder picks the table that codes the data smallest, its counts header

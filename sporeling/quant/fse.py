@@ -198,7 +198,7 @@ def _smallest_table(counts: np.ndarray, present: np.ndarray, n: int) -> tuple[in
         blob = encode_counts(present, freq)
         bits = 8 * len(blob) + _estimate_bits(counts, freq, tl)
         if best is not None and bits >= best[0]:
-            break  # the header shrinks and the stream grows as the table does: past the best, no better one
+            break  # sizes fall, then rise, as the table shrinks: stop at the first rise (brute force found 0.1% more)
         best = (bits, tl, freq, blob)
     return best[1], best[2], best[3]
 

@@ -23,6 +23,10 @@ The data-free searches (mixed, original) judge on seeded random inputs, and wher
 that draw: each runs once per seed of --seeds, one row each ("mixed" is seed 0, what compress does by
 default; "mixed seed=1000" another draw), and the averages pool every model and seed ("mixed, 3 seeds").
 
+The bounds fit and fit-gptq (only with --methods) calibrate the mixed search on every input of a case and judge it
+on those alone, then evaluate it on the same inputs: what the search's quantizers reach when the judge is the
+evaluation itself, a ceiling for the data-free and calibrated rows rather than a method.
+
     python benchmarks/compression.py [--models ppocr_det,mp_face_detection] [--methods fixed8,mixed] [--quick]
                                      [--seeds 0,1000,2000]
 
@@ -52,7 +56,13 @@ from common import one_line, write_result  # noqa: E402
 from common import versions as library_versions  # noqa: E402
 
 METHODS = {"fixed8": ("fixed", 8), "fixed6": ("fixed", 6), "fixed4": ("fixed", 4), "original": ("original", None),
-           "mixed": ("mixed", None), "mixed-calib": ("mixed", None), "mixed-calib-gptq": ("mixed", None)}
+           "mixed": ("mixed", None), "mixed-calib": ("mixed", None), "mixed-calib-gptq": ("mixed", None),
+           "fit": ("mixed", None), "fit-gptq": ("mixed", None)}
+# fit, fit-gptq: a bound, not a method, so not run unless asked (--methods): the mixed search calibrated on every
+# input of the case and judged on those alone (no random samples beside them, no held-out fold), then evaluated on
+# the same inputs. No search of this family judged on fewer or other inputs can expect a smaller file at the target.
+BOUNDS = ("fit", "fit-gptq")
+DEFAULT_METHODS = [m for m in METHODS if m not in BOUNDS]
 PEERS = ["ort", "zstd"]
 TARGET_RATIO, TARGET_COSINE, TARGET_ACC_DROP = 7.0, 0.995, 0.01
 
@@ -171,10 +181,12 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
             # an integer scalar input is a setting, not data (silero's sample rate): it keeps its real value
             options["inputs"] = {k: v for k, v in first.items() if np.ndim(v) == 0 and np.asarray(v).dtype.kind in "iu"}
         try:
-            if m == "mixed-calib-gptq":
+            if m in ("mixed-calib-gptq", "fit-gptq"):
                 options["rounding"] = "gptq"
+            if m in BOUNDS:
+                options["samples"] = 0
             outs, report = run_method(case, src, os.path.join(tmp, f"{name}.{m}.{seed}"), options,
-                                      m.startswith("mixed-calib"))
+                                      m.startswith("mixed-calib") or m in BOUNDS, fitted=m in BOUNDS)
         except Exception as e:  # noqa: BLE001  (one method failing must not stop the others)
             if m == "mixed":
                 print(f"{name}: mixed: not available: {one_line(e)}", file=sys.stderr, flush=True)
@@ -205,18 +217,21 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
     return result
 
 
-def run_method(case: ri.Case, src: str, stem: str, options: dict, calibrated: bool) -> tuple[list, dict]:
+def run_method(case: ri.Case, src: str, stem: str, options: dict, calibrated: bool,
+               fitted: bool = False) -> tuple[list, dict]:
     """Compress and run the case's inputs. Calibrated, no input is judged by a model calibrated on it: the
     inputs split in two folds (even and odd positions), each compressed with the other fold as calibration
     and run on its own, the outputs put back in order; the size and time are the folds' means. A case that
-    carries state from one input to the next (silero) cannot be split and calibrates on all its inputs."""
+    carries state from one input to the next (silero) cannot be split and calibrates on all its inputs, as
+    `fitted` (the bounds) does on purpose."""
     from sporeling.quant.compress import compress
 
     if not calibrated:
         report = compress(src, stem + ".spore", **options)
         return ri.run_case(case, sporeling_engine(stem + ".spore")), report
     n = len(case.inputs)
-    folds = [[i for i in range(n) if i % 2 == k] for k in (0, 1)] if n >= 2 and not case.feedback else [list(range(n))]
+    split = n >= 2 and not case.feedback and not fitted
+    folds = [[i for i in range(n) if i % 2 == k] for k in (0, 1)] if split else [list(range(n))]
     outs: list = [None] * n
     reports = []
     feeds = full_feeds(case, src)
@@ -364,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(ri.TRAINED + ri.BENCH),
                     help=f"comma-separated subset of {','.join(ri.TRAINED + ri.BENCH)}")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                    help=f"subset of {','.join(METHODS)} (default: all but the bounds {', '.join(BOUNDS)})")
     ap.add_argument("--peers", default=",".join(PEERS), help="subset of ort,zstd (empty for none)")
     ap.add_argument("--quick", action="store_true", help="fewer inputs per model")
     ap.add_argument("--seeds", default="0,1000,2000",

@@ -106,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a value an input always takes in the search's random samples (e.g. sr=16000)")
     p.add_argument("--samples", type=int, default=4, metavar="N",
                    help="random sample inputs the searches judge on (default 4; a recurrent "
-                   f"model's stream takes at least {STREAM_SAMPLES}): more cost time and vary less from seed to seed")
+                   f"model's stream takes at least {STREAM_SAMPLES}): more cost time and vary less from seed to seed. "
+                   "0 with --calib: judged on the calibration inputs alone (for a set large and varied enough "
+                   "not to be fitted)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of those random inputs (default 0); where the search ends depends on the draw")
     p.add_argument("--rounding", choices=["nearest", "gptq"], default=None,

@@ -68,7 +68,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     calib: sample inputs to judge the searches on (a list of feed dicts, an .npz whose arrays, keyed by input
     name, hold one sample per row, or a folder of such .npz files); the random samples are judged beside them,
     of the first one's shapes and with its non-float inputs, and both must keep the target (_random_beside);
-    a recurrent model is judged on its calibration stream alone.
+    a recurrent model is judged on its calibration stream alone, and so is any model with samples=0 (for a
+    calibration set large and varied enough that it is not fitted: a handful of inputs is).
     rounding: "nearest" (the default), or "gptq" with calib and the mixed method: GPTQ on the layer statistics
     of the calibration inputs and the random ones judged beside them, so that it reaches the target with
     coarser levels on both (benchmarks/README.md: smaller files than rounding to nearest on the trained
@@ -179,8 +180,10 @@ def _check_options(method: str, bits: int, target_cosine: float, target_size: fl
         raise SporelingError(f"compress: method must be one of {', '.join(METHODS)}, not {method!r}")
     if method == "fixed" and not 1 <= int(bits) <= 16:
         raise SporelingError(f"compress: bits must be from 1 to 16, not {bits}")
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise SporelingError(f"compress: samples must be a whole number of at least 1, not {samples!r}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < (0 if calibrated else 1):
+        raise SporelingError(f"compress: samples must be a whole number of at least {0 if calibrated else 1} "
+                             f"({'0: judged on the calibration inputs alone' if calibrated else 'or 0 with calib'}), "
+                             f"not {samples!r}")
     if not 0 < target_cosine <= 1:
         raise SporelingError(f"compress: target cosine must be in (0, 1], not {target_cosine}")
     if target_size is not None and (method != "mixed" or not target_size > 0):
@@ -236,7 +239,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
         raise failed(e) from e
     # each group of sample inputs is held to the target on its own: (kind, feeds, the float outputs)
     groups = [("calibration" if calib else "random", feeds, expected)]
-    if calib and not pairs:
+    if calib and not pairs and samples > 0:
         extra = _random_beside(reference, calib, shapes, inputs, samples, seed, say)
         if extra:
             groups.append(("random", *extra))

@@ -293,6 +293,25 @@ def test_calibration_inputs_are_judged_beside_random_ones(tmp_path_factory, tmp_
     # still judged on the calibration inputs: they pass too
     on_calib = worst_mean_agreement([float_model.run(f) for f in calib], [small.run(f) for f in calib])
     assert on_calib >= 0.995
+    if rounding == "nearest":  # samples=0: judged on the calibration inputs alone, which never reach the z branch
+        alone = compress(src, tmp_path / "alone.spore", calib=calib, samples=0, verbose=False, check=False)
+        assert alone["met"] and alone["judged_on"] == {"calibration": 3}
+        bits = {x["name"]: x["bits_per_weight"] for x in alone["layers"]}
+        beside = {x["name"]: x["bits_per_weight"] for x in report["layers"]}
+        assert bits["w1"] < beside["w1"] and bits["w1"] < bits["w0"]  # the idle branch went coarse
+        small = load(tmp_path / "alone.spore")
+        assert worst_mean_agreement([float_model.run(f) for f in calib], [small.run(f) for f in calib]) >= 0.995
+
+
+def test_no_random_samples_needs_calibration_inputs(chain_onnx, tmp_path, capsys):
+    from sporeling.cli import main
+    from sporeling.quant.compress import compress
+
+    with pytest.raises(SporelingError, match=r"at least 1 \(or 0 with calib\)"):
+        compress(chain_onnx, tmp_path / "x.spore", verbose=False, samples=0)
+    assert main(["compress", str(chain_onnx), "-o", str(tmp_path / "y.spore"), "--samples", "0"]) != 0
+    assert "or 0 with calib" in capsys.readouterr().err
+    assert not (tmp_path / "x.spore").exists() and not (tmp_path / "y.spore").exists()
 
 
 def test_the_judged_figure_is_the_mean_less_its_standard_error():

@@ -180,10 +180,10 @@ def _check_options(method: str, bits: int, target_cosine: float, target_size: fl
         raise SporelingError(f"compress: method must be one of {', '.join(METHODS)}, not {method!r}")
     if method == "fixed" and not 1 <= int(bits) <= 16:
         raise SporelingError(f"compress: bits must be from 1 to 16, not {bits}")
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < (0 if calibrated else 1):
-        raise SporelingError(f"compress: samples must be a whole number of at least {0 if calibrated else 1} "
-                             f"({'0: judged on the calibration inputs alone' if calibrated else 'or 0 with calib'}), "
-                             f"not {samples!r}")
+    least = 0 if calibrated else 1  # 0: judged on the calibration inputs alone
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < least:
+        hint = "0: judged on the calibration inputs alone" if calibrated else "or 0 with calib"
+        raise SporelingError(f"compress: samples must be a whole number of at least {least} ({hint}), not {samples!r}")
     if not 0 < target_cosine <= 1:
         raise SporelingError(f"compress: target cosine must be in (0, 1], not {target_cosine}")
     if target_size is not None and (method != "mixed" or not target_size > 0):

@@ -23,6 +23,9 @@ The data-free searches (mixed, original) judge on seeded random inputs, and wher
 that draw: each runs once per seed of --seeds, one row each ("mixed" is seed 0, what compress does by
 default; "mixed seed=1000" another draw), and the averages pool every model and seed ("mixed, 3 seeds").
 
+mixed-distill (only with --methods) is the data-free mixed search judged on inputs distilled from the model's
+BatchNormalization statistics (compress's distill=True) where it has them, and on random ones where not.
+
 The bounds fit and fit-gptq (only with --methods) calibrate the mixed search on every input of a case and judge it
 on those alone, then evaluate it on the same inputs: what the search's quantizers reach when the judge is the
 evaluation itself, a ceiling for the data-free and calibrated rows rather than a method.
@@ -56,13 +59,13 @@ from common import one_line, write_result  # noqa: E402
 from common import versions as library_versions  # noqa: E402
 
 METHODS = {"fixed8": ("fixed", 8), "fixed6": ("fixed", 6), "fixed4": ("fixed", 4), "original": ("original", None),
-           "mixed": ("mixed", None), "mixed-calib": ("mixed", None), "mixed-calib-gptq": ("mixed", None),
-           "fit": ("mixed", None), "fit-gptq": ("mixed", None)}
+           "mixed": ("mixed", None), "mixed-distill": ("mixed", None), "mixed-calib": ("mixed", None),
+           "mixed-calib-gptq": ("mixed", None), "fit": ("mixed", None), "fit-gptq": ("mixed", None)}
 # fit, fit-gptq: a bound, not a method, so not run unless asked (--methods): the mixed search calibrated on every
 # input of the case and judged on those alone (no random samples beside them, no held-out fold), then evaluated on
 # the same inputs. No search of this family judged on fewer or other inputs can expect a smaller file at the target.
 BOUNDS = ("fit", "fit-gptq")
-DEFAULT_METHODS = [m for m in METHODS if m not in BOUNDS]
+DEFAULT_METHODS = [m for m in METHODS if m not in BOUNDS + ("mixed-distill",)]
 PEERS = ["ort", "zstd"]
 TARGET_RATIO, TARGET_COSINE, TARGET_ACC_DROP = 7.0, 0.995, 0.01
 
@@ -144,7 +147,8 @@ def evaluate(case: ri.Case, outs, ref, size: int, float_bytes: int, source_bytes
             "cosines": cos, "task": case.task(outs, ref) if case.task else {}}
 
 
-SEEDED = ("mixed", "original")  # the data-free searches: each seed of their random sample inputs is one draw
+# the data-free searches: each seed of their random sample inputs (or of the distillation's start) is one draw
+SEEDED = ("mixed", "mixed-distill", "original")
 
 
 def seeded_label(method: str, seed: int) -> str:
@@ -185,6 +189,8 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
                 options["rounding"] = "gptq"
             if m in BOUNDS:
                 options["samples"] = 0
+            if m == "mixed-distill":
+                options["distill"] = True
             outs, report = run_method(case, src, os.path.join(tmp, f"{name}.{m}.{seed}"), options,
                                       m.startswith("mixed-calib") or m in BOUNDS, fitted=m in BOUNDS)
         except Exception as e:  # noqa: BLE001  (one method failing must not stop the others)
@@ -380,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(ri.TRAINED + ri.BENCH),
                     help=f"comma-separated subset of {','.join(ri.TRAINED + ri.BENCH)}")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                    help=f"subset of {','.join(METHODS)} (default: all but the bounds {', '.join(BOUNDS)})")
+                    help=f"subset of {','.join(METHODS)} (default: all but mixed-distill and the bounds "
+                    f"{', '.join(BOUNDS)})")
     ap.add_argument("--peers", default=",".join(PEERS), help="subset of ort,zstd (empty for none)")
     ap.add_argument("--quick", action="store_true", help="fewer inputs per model")
     ap.add_argument("--seeds", default="0,1000,2000",

@@ -1,0 +1,185 @@
+"""Judging inputs distilled from BatchNormalization statistics (sporeling.quant.distill)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sporeling.ir import Graph, Node, ValueInfo
+from sporeling.quant.distill import batchnorm_statistics, distillable_input, distilled_feeds, loss_graph
+
+C_IN, C1, C2, SIDE = 3, 8, 6, 12
+
+
+def _train_like(rng, n: int) -> np.ndarray:
+    """What the toy model 'trained' on: per-channel offsets and scales no white noise has."""
+    return (np.array([0.8, -0.5, 0.2]).reshape(1, 3, 1, 1)
+            + np.array([0.3, 0.6, 0.2]).reshape(1, 3, 1, 1) * rng.standard_normal((n, C_IN, SIDE, SIDE))
+            ).astype(np.float32)
+
+
+def _convs(rng) -> dict:
+    return {"w0": (rng.standard_normal((C1, C_IN, 3, 3)) / 5).astype(np.float32),
+            "b0": rng.standard_normal(C1).astype(np.float32),
+            "w1": (rng.standard_normal((C2, C1, 3, 3)) / 8).astype(np.float32),
+            "b1": np.zeros(C2, np.float32)}
+
+
+def bn_graph(seed: int = 3, second_input: bool = False) -> Graph:
+    """Conv-BN-Relu-Conv-BN whose running statistics are what _train_like inputs give each BN (per sample,
+    averaged), as a trained model's would be."""
+    from sporeling.model import Model
+
+    rng = np.random.default_rng(seed)
+    inits = _convs(rng)
+    spec = ValueInfo("x", np.dtype(np.float32), ("batch", C_IN, SIDE, SIDE))
+    nodes = [Node("Conv", ["x", "w0", "b0"], ["c0"], {"pads": [1, 1, 1, 1]}),
+             Node("BatchNormalization", ["c0", "s0", "o0", "m0", "v0"], ["n0"]),
+             Node("Relu", ["n0"], ["r0"]),
+             Node("Conv", ["r0", "w1", "b1"], ["c1"], {"pads": [1, 1, 1, 1]}),
+             Node("BatchNormalization", ["c1", "s1", "o1", "m1", "v1"], ["y"])]
+    train = _train_like(rng, 64)
+    for width, k in ((C1, 0), (C2, 1)):  # placeholders, then each layer's statistics given the one before it
+        inits.update({f"{p}{k}": np.full(width, float(p in "sv"), np.float32) for p in "msvo"})
+    for k, (name, width) in enumerate((("c0", C1), ("c1", C2))):
+        probe = Graph(nodes, [spec], [ValueInfo(name, np.dtype(np.float32))], dict(inits), opsets={"": 17})
+        z = Model(probe, "probe").run({"x": train})[name]
+        inits[f"m{k}"] = z.mean(axis=(2, 3)).mean(0).astype(np.float32)
+        inits[f"v{k}"] = (z.std(axis=(2, 3)).mean(0) ** 2).astype(np.float32)
+        inits[f"s{k}"] = (1 + 0.1 * rng.standard_normal(width)).astype(np.float32)
+        inits[f"o{k}"] = (0.1 * rng.standard_normal(width)).astype(np.float32)
+    inputs = [spec]
+    if second_input:
+        inputs.append(ValueInfo("gain", np.dtype(np.float32), (1,)))
+        nodes[-1].outputs = ["yb"]
+        nodes.append(Node("Mul", ["yb", "gain"], ["y"]))
+    return Graph(nodes, inputs, [ValueInfo("y", np.dtype(np.float32))], inits, opsets={"": 17})
+
+
+def _numpy_loss(graph: Graph, x: np.ndarray) -> float:
+    """The distillation loss computed by hand: per layer, sample and channel, the squared distances of the
+    mean and std over positions from the running ones in running stds; averaged."""
+    from sporeling.model import Model
+
+    probe = Graph(graph.nodes, graph.inputs, [ValueInfo("c0"), ValueInfo("c1")], graph.initializers,
+                  opsets=graph.opsets)
+    got = Model(probe, "probe").run({"x": x})
+    terms = []
+    for k, name in enumerate(("c0", "c1")):
+        z = got[name].astype(np.float64)
+        std = np.sqrt(graph.initializers[f"v{k}"].astype(np.float64) + 1e-5)
+        a = (z.mean(axis=(2, 3)) - graph.initializers[f"m{k}"]) / std
+        b = np.sqrt(z.var(axis=(2, 3)) + 1e-5) / std - 1
+        terms.append(float((a * a + b * b).mean()))
+    return float(np.mean(terms))
+
+
+def test_batchnorm_statistics_and_the_input_to_optimise():
+    g = bn_graph()
+    taps = batchnorm_statistics(g)
+    assert [t[0] for t in taps] == ["c0", "c1"]
+    np.testing.assert_allclose(taps[0][2], np.sqrt(g.initializers["v0"] + 1e-5), rtol=1e-6)
+    assert distillable_input(g, None) == "x"
+    assert distillable_input(bn_graph(second_input=True), None) is None  # two float inputs: which?
+    assert distillable_input(bn_graph(second_input=True), {"gain": np.ones(1, np.float32)}) == "x"
+
+
+def test_loss_graph_computes_the_loss_it_documents():
+    from sporeling.model import Model
+
+    g = bn_graph()
+    x = np.random.default_rng(0).standard_normal((3, C_IN, SIDE, SIDE)).astype(np.float32)
+    lg, out = loss_graph(g, "x", x, batchnorm_statistics(g))
+    value = float(Model(lg, "loss").run({})[out])
+    np.testing.assert_allclose(value, _numpy_loss(g, x), rtol=1e-4)
+    assert "x" in g.inputs[0].name and "x" not in g.initializers  # the model itself is left alone
+
+
+def test_distilled_inputs_meet_the_statistics_white_noise_misses():
+    g = bn_graph()
+    feeds, info = distilled_feeds(g, {}, None, samples=6, steps=150, seed=1)
+    assert len(feeds) == 6 and all(f["x"].shape == (1, C_IN, SIDE, SIDE) for f in feeds)
+    noise = np.random.default_rng(1).standard_normal((6, C_IN, SIDE, SIDE)).astype(np.float32)
+    distilled = np.concatenate([f["x"] for f in feeds])
+    before, after = _numpy_loss(g, noise), _numpy_loss(g, distilled)
+    assert info["loss"][0] == pytest.approx(before, rel=1e-4)
+    assert info["loss"][1] == pytest.approx(after, rel=1e-3, abs=1e-5)
+    assert after < 0.05 * before
+    # what the layers see now: the first BN's input channels at their running means, within a tenth of a std
+    taps = batchnorm_statistics(g)
+    probe = Graph(g.nodes, g.inputs, [ValueInfo("c0")], g.initializers, opsets=g.opsets)
+    from sporeling.model import Model
+
+    c0 = Model(probe, "probe").run({"x": distilled})["c0"].mean(axis=(0, 2, 3))
+    assert np.abs((c0 - taps[0][1]) / taps[0][2]).max() < 0.1
+    # seeded: the same seed gives the same inputs, another seed others
+    again, _ = distilled_feeds(g, {}, None, samples=6, steps=150, seed=1)
+    other, _ = distilled_feeds(g, {}, None, samples=6, steps=150, seed=2)
+    assert np.array_equal(again[0]["x"], feeds[0]["x"]) and not np.allclose(other[0]["x"], feeds[0]["x"])
+
+
+def test_one_at_a_time_where_the_batch_is_fixed():
+    g = bn_graph()
+    g.inputs = [ValueInfo("x", np.dtype(np.float32), (1, C_IN, SIDE, SIDE))]
+    feeds, info = distilled_feeds(g, {}, None, samples=3, steps=60, seed=0)
+    assert len(feeds) == 3 and info["loss"][1] < 0.2 * info["loss"][0]
+
+
+def test_nothing_to_distill_from():
+    g = bn_graph()
+    plain = Graph([n for n in g.nodes if n.op_type != "BatchNormalization"], g.inputs, g.outputs,
+                  g.initializers, opsets=g.opsets)
+    plain.nodes[0].outputs, plain.nodes[-1].outputs = ["n0"], ["y"]
+    assert distilled_feeds(plain, {}, None) is None
+    assert distilled_feeds(bn_graph(second_input=True), {}, None) is None
+
+
+@pytest.fixture(scope="module")
+def bn_onnx(tmp_path_factory):
+    pytest.importorskip("onnx")
+    from sporeling.frontends.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("bn") / "bn.onnx"
+    export_onnx(bn_graph(), path)
+    return path
+
+
+def test_compress_judges_on_distilled_inputs_when_asked(bn_onnx, tmp_path):
+    import sporeling
+    from sporeling.quant.compress import compress
+
+    r = compress(bn_onnx, tmp_path / "d.spore", verbose=False, check=False, input_shapes={"x": (1, 3, 12, 12)},
+                 distill=True)
+    assert r["judged_on"] == {"distilled": 8}
+    assert r["distilled"]["batchnorm_layers"] == 2 and r["distilled"]["loss"][1] < r["distilled"]["loss"][0]
+    assert r["met"]
+    out = sporeling.load(tmp_path / "d.spore").run({"x": _train_like(np.random.default_rng(5), 1)})
+    assert np.isfinite(next(iter(out.values()))).all()
+    plain = compress(bn_onnx, tmp_path / "r.spore", verbose=False, check=False)  # the default: random inputs
+    assert plain["judged_on"] == {"random": 4} and "distilled" not in plain
+    calibrated = compress(bn_onnx, tmp_path / "c.spore", verbose=False, check=False, distill=True,
+                          calib=[{"x": _train_like(np.random.default_rng(k), 1)} for k in range(2)])
+    assert "distilled" not in calibrated and set(calibrated["judged_on"]) == {"calibration", "random"}
+
+
+def test_cli_distill(bn_onnx, tmp_path):
+    from sporeling.cli import main
+
+    for flags, judged in (([], {"random": 2}), (["--distill"], {"distilled": 8})):
+        report = tmp_path / "r.json"
+        assert main(["compress", str(bn_onnx), "-o", str(tmp_path / "o.spore"), "--samples", "2",
+                     "--input-shape", "x=1,3,12,12", "--report", str(report), *flags]) == 0
+        assert json.loads(report.read_text())["judged_on"] == judged
+
+
+def test_ppocr_cls_distils_toward_its_batchnorm_statistics():
+    """The real PP-OCR cls model (35 BatchNormalization layers): 30 Adam steps take the loss far down."""
+    from tests.assets import require
+
+    from sporeling.model import load_graph
+
+    g = load_graph(require("ppocr_cls"))
+    feeds, info = distilled_feeds(g, {"x": (1, 3, 48, 192)}, None, samples=2, steps=30, seed=0)
+    assert info["batchnorm_layers"] == 35
+    assert info["loss"][1] < 0.2 * info["loss"][0]
+    assert all(np.isfinite(f["x"]).all() and f["x"].shape == (1, 3, 48, 192) for f in feeds)

@@ -111,9 +111,9 @@ def _parser() -> argparse.ArgumentParser:
                    "not to be fitted). With --distill, max(N, 8) distilled inputs")
     p.add_argument("--distill", action="store_true",
                    help="with no --calib, judge the search on inputs distilled from the model's BatchNormalization "
-                   "statistics instead of random ones (a convolutional net with BatchNormalization throughout: "
-                   "PP-OCR det and cls come out a quarter smaller and keep the cosine on real inputs; PP-OCR rec, "
-                   "with transformer layers, missed it). Takes about a minute more on a model of a few MB")
+                   "statistics instead of random ones (PP-OCR det and cls came out a quarter smaller and kept the "
+                   "cosine on real inputs; PP-OCR rec, convolutions then transformer layers, missed it). Takes "
+                   "about a minute more on a model of a few MB")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of those random inputs (default 0); where the search ends depends on the draw")
     p.add_argument("--rounding", choices=["nearest", "gptq"], default=None,

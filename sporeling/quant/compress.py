@@ -71,7 +71,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     instead of random ones. Not the default: on PP-OCR det and cls it gives files 23% and 26% smaller that
     keep the cosine on real inputs, but on PP-OCR rec (convolutions, then transformer layers) it judges far
     too leniently (real cosine 0.982-0.992 at all three seeds; benchmarks/README.md).
-    Costs the distillation's forward and backward passes (about 40 s for PP-OCR det on one core).
+    Costs the distillation's forward and backward passes (50-70 s for PP-OCR det on one core).
     calib: sample inputs to judge the searches on (a list of feed dicts, an .npz whose arrays, keyed by input
     name, hold one sample per row, or a folder of such .npz files); the random samples are judged beside them,
     of the first one's shapes and with its non-float inputs, and both must keep the target (_random_beside);

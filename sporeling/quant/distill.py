@@ -53,12 +53,10 @@ def batchnorm_statistics(graph: Graph) -> list[tuple[str, np.ndarray, np.ndarray
     return found
 
 
-def distillable_input(graph: Graph, fixed: dict | None) -> str | None:
-    """The one float input that distillation optimises, or None when there is not exactly one."""
-    free = [v.name for v in graph.inputs if v.name not in graph.initializers and v.name not in (fixed or {})]
-    floats = [name for name in free
-              if next(v for v in graph.inputs if v.name == name).dtype in (None, np.dtype(np.float32))]
-    return floats[0] if len(floats) == 1 and len(free) == 1 else None
+def distillable_input(graph: Graph, fixed: dict | None) -> ValueInfo | None:
+    """The input that distillation optimises: the one input not fixed, when it is float32; else None."""
+    free = [v for v in graph.inputs if v.name not in graph.initializers and v.name not in (fixed or {})]
+    return free[0] if len(free) == 1 and free[0].dtype in (None, np.dtype(np.float32)) else None
 
 
 def loss_graph(graph: Graph, x: str, start: np.ndarray, taps) -> tuple[Graph, str]:
@@ -150,10 +148,10 @@ def distilled_feeds(graph: Graph, shapes: dict, fixed: dict | None = None,
     layer without a backward rule) or diverges. The samples are optimised together as one batch where the
     model's batch dimension is free, else one at a time."""
     taps = batchnorm_statistics(graph)
-    x = distillable_input(graph, fixed)
-    if not taps or x is None:
+    spec = distillable_input(graph, fixed)
+    if not taps or spec is None:
         return None
-    spec = next(v for v in graph.inputs if v.name == x)
+    x = spec.name
     shape = tuple(shapes.get(x) or concrete_shape(spec.shape))
     if len(shape) < 2 or shape[0] != 1:
         return None

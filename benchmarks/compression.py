@@ -67,6 +67,7 @@ METHODS = {"fixed8": ("fixed", 8), "fixed6": ("fixed", 6), "fixed4": ("fixed", 4
 BOUNDS = ("fit", "fit-gptq")
 DEFAULT_METHODS = [m for m in METHODS if m not in BOUNDS + ("mixed-distill",)]
 PEERS = ["ort", "zstd"]
+LABEL = 24  # the width of the method column: "mixed-distill seed=1000" fits
 TARGET_RATIO, TARGET_COSINE, TARGET_ACC_DROP = 7.0, 0.995, 0.01
 
 
@@ -313,15 +314,15 @@ def print_model(model: dict) -> None:
     note = f", {fp32 / 1024:.1f} KiB with its fp16 weights in fp32" if fp32 != model["float_bytes"] else ""
     print(f"\n{model['model']} ({model['source']}: source {model['source_bytes'] / 1024:.1f} KiB, float .spore "
           f"{model['float_bytes'] / 1024:.1f} KiB{note}, {len(model['inputs'])} inputs)")
-    print(f"  {'method':<24} {'KiB':>9} {'x float':>8} {'x source':>8} {'x fp32':>7} {'cos mean':>9} {'cos min':>9} "
-          f"{'time s':>7}  task")
+    print(f"  {'method':<{LABEL}} {'KiB':>9} {'x float':>8} {'x source':>8} {'x fp32':>7} {'cos mean':>9} "
+          f"{'cos min':>9} {'time s':>7}  task")
     for r in model["rows"]:
         if "error" in r:
-            print(f"  {r['method']:<24} error: {r['error']}")
+            print(f"  {r['method']:<{LABEL}} error: {r['error']}")
             continue
         task = ", ".join(f"{k} {v:.3g}" for k, v in r.get("task", {}).items())
         secs = f"{r['seconds']:7.2f}" if r.get("seconds") is not None else f"{'':>7}"
-        print(f"  {r['method']:<24} {r['bytes'] / 1024:9.1f} {r['x_float']:8.2f} {r['x_source']:8.2f} "
+        print(f"  {r['method']:<{LABEL}} {r['bytes'] / 1024:9.1f} {r['x_float']:8.2f} {r['x_source']:8.2f} "
               f"{r['x_fp32']:7.2f} "
               f"{r['cos_mean']:9.5f} {r['cos_min']:9.5f} {secs}  {task}")
     sys.stdout.flush()
@@ -371,11 +372,11 @@ def print_summary(rows: list[dict], title: str) -> None:
     if not rows:
         return
     print(f"\n{title}")
-    print(f"  {'method':<24} {'n':>2} {'x float arith':>13} {'x float geo':>11} {'x src arith':>11} {'x src geo':>9} "
-          f"{'x fp32 arith':>12} {'worst cos':>9} {'acc drop':>8} {'quality':>7}  "
+    print(f"  {'method':<{LABEL}} {'n':>2} {'x float arith':>13} {'x float geo':>11} {'x src arith':>11} "
+          f"{'x src geo':>9} {'x fp32 arith':>12} {'worst cos':>9} {'acc drop':>8} {'quality':>7}  "
           f"target (arith >= {TARGET_RATIO:g}x, quality)")
     for s in rows:
-        print(f"  {s['method']:<24} {s['n']:>2} {s['x_float_arith']:13.2f} {s['x_float_geo']:11.2f} "
+        print(f"  {s['method']:<{LABEL}} {s['n']:>2} {s['x_float_arith']:13.2f} {s['x_float_geo']:11.2f} "
               f"{s['x_source_arith']:11.2f} {s['x_source_geo']:9.2f} {s['x_fp32_arith']:12.2f} "
               f"{s['worst_cos_mean']:9.5f} "
               f"{s['max_acc_drop_points']:7.1f}p {s['quality_ok']:>7}  {'met' if s['target_met'] else 'not met'}")

@@ -157,7 +157,7 @@ def distilled_feeds(graph: Graph, shapes: dict, fixed: dict | None = None,
         return None
     batch = samples if not spec.shape or not isinstance(spec.shape[0], int) or spec.shape[0] < 1 else 1
     rng = np.random.default_rng(seed)
-    start = rng.standard_normal((samples,) + tuple(shape[1:])).astype(np.float32)
+    start = rng.standard_normal((samples,) + shape[1:]).astype(np.float32)
     feeds = {k: np.asarray(v) for k, v in (fixed or {}).items()}
     say(f"distilling {samples} inputs from the statistics of {len(taps)} BatchNormalization layers "
         f"({steps} steps)")

@@ -23,8 +23,10 @@ The data-free searches (mixed, original) judge on seeded random inputs, and wher
 that draw: each runs once per seed of --seeds, one row each ("mixed" is seed 0, what compress does by
 default; "mixed seed=1000" another draw), and the averages pool every model and seed ("mixed, 3 seeds").
 
-mixed-distill (only with --methods) is the data-free mixed search judged on inputs distilled from the model's
-BatchNormalization statistics (compress's distill=True) where it has them, and on random ones where not.
+The default mixed search judges a model that keeps BatchNormalization statistics and normalises nothing at run
+time on inputs distilled from them (PP-OCR det and cls), the others on random inputs. mixed-random and
+mixed-distill (only with --methods) judge on random inputs everywhere (compress's distill=False) and on distilled
+ones wherever the statistics are, PP-OCR rec too (distill=True).
 
 The bounds fit and fit-gptq (only with --methods) calibrate the mixed search on every input of a case and judge it
 on those alone, then evaluate it on the same inputs: what the search's quantizers reach when the judge is the
@@ -59,13 +61,15 @@ from common import one_line, write_result  # noqa: E402
 from common import versions as library_versions  # noqa: E402
 
 METHODS = {"fixed8": ("fixed", 8), "fixed6": ("fixed", 6), "fixed4": ("fixed", 4), "original": ("original", None),
-           "mixed": ("mixed", None), "mixed-distill": ("mixed", None), "mixed-calib": ("mixed", None),
-           "mixed-calib-gptq": ("mixed", None), "fit": ("mixed", None), "fit-gptq": ("mixed", None)}
+           "mixed": ("mixed", None), "mixed-random": ("mixed", None), "mixed-distill": ("mixed", None),
+           "mixed-calib": ("mixed", None), "mixed-calib-gptq": ("mixed", None), "fit": ("mixed", None),
+           "fit-gptq": ("mixed", None)}
 # fit, fit-gptq: a bound, not a method, so not run unless asked (--methods): the mixed search calibrated on every
 # input of the case and judged on those alone (no random samples beside them, no held-out fold), then evaluated on
 # the same inputs. No search of this family judged on fewer or other inputs can expect a smaller file at the target.
 BOUNDS = ("fit", "fit-gptq")
-DEFAULT_METHODS = [m for m in METHODS if m not in BOUNDS + ("mixed-distill",)]
+JUDGES = {"mixed-random": False, "mixed-distill": True}  # compress's distill= for these
+DEFAULT_METHODS = [m for m in METHODS if m not in BOUNDS + tuple(JUDGES)]
 PEERS = ["ort", "zstd"]
 LABEL = 24  # the width of the method column: "mixed-distill seed=1000" fits
 TARGET_RATIO, TARGET_COSINE, TARGET_ACC_DROP = 7.0, 0.995, 0.01
@@ -149,7 +153,7 @@ def evaluate(case: ri.Case, outs, ref, size: int, float_bytes: int, source_bytes
 
 
 # the data-free searches: each seed of their random sample inputs (or of the distillation's start) is one draw
-SEEDED = ("mixed", "mixed-distill", "original")
+SEEDED = ("mixed", "mixed-random", "mixed-distill", "original")
 
 
 def seeded_label(method: str, seed: int) -> str:
@@ -190,8 +194,8 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
                 options["rounding"] = "gptq"
             if m in BOUNDS:
                 options["samples"] = 0
-            if m == "mixed-distill":
-                options["distill"] = True
+            if m in JUDGES:
+                options["distill"] = JUDGES[m]
             outs, report = run_method(case, src, os.path.join(tmp, f"{name}.{m}.{seed}"), options,
                                       m.startswith("mixed-calib") or m in BOUNDS, fitted=m in BOUNDS)
         except Exception as e:  # noqa: BLE001  (one method failing must not stop the others)
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(ri.TRAINED + ri.BENCH),
                     help=f"comma-separated subset of {','.join(ri.TRAINED + ri.BENCH)}")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                    help=f"subset of {','.join(METHODS)} (default: all but mixed-distill and the bounds "
+                    help=f"subset of {','.join(METHODS)} (default: all but {', '.join(JUDGES)} and the bounds "
                     f"{', '.join(BOUNDS)})")
     ap.add_argument("--peers", default=",".join(PEERS), help="subset of ort,zstd (empty for none)")
     ap.add_argument("--quick", action="store_true", help="fewer inputs per model")

@@ -108,12 +108,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="random sample inputs the searches judge on (default 4; a recurrent "
                    f"model's stream takes at least {STREAM_SAMPLES}): more cost time and vary less from seed to seed. "
                    "0 with --calib: judged on the calibration inputs alone (for a set large and varied enough "
-                   "not to be fitted). With --distill, max(N, 8) distilled inputs")
-    p.add_argument("--distill", action="store_true",
-                   help="with no --calib, judge the search on inputs distilled from the model's BatchNormalization "
-                   "statistics instead of random ones (PP-OCR det and cls came out a quarter smaller and kept the "
-                   "cosine on real inputs; PP-OCR rec, convolutions then transformer layers, missed it). Takes "
-                   "about a minute more on a model of a few MB")
+                   "not to be fitted). Distilled inputs (see --distill): max(N, 8)")
+    judge = p.add_mutually_exclusive_group()
+    judge.add_argument("--distill", dest="distill", action="store_true", default=None,
+                       help="with no --calib, judge the search on inputs distilled from the model's BatchNormalization "
+                       "statistics even where the model also normalises at run time (LayerNorm). By default they "
+                       "judge only models whose normalisation is all BatchNormalization (PP-OCR det and cls came out "
+                       "a quarter smaller and kept the cosine on real inputs; PP-OCR rec, convolutions then "
+                       "transformer layers, missed it), and it costs up to a minute more on a model of a few MB")
+    judge.add_argument("--no-distill", dest="distill", action="store_false",
+                       help="judge on random inputs even where distilled ones would")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of those random inputs (default 0); where the search ends depends on the draw")
     p.add_argument("--rounding", choices=["nearest", "gptq"], default=None,

@@ -20,8 +20,9 @@ for the smallest model whose outputs keep `target_cosine` to the float model's, 
 the least distortion within that size. "original" is MindSpore Lite's search (mixed.py): one error
 target per tensor met by the coarsest step, the target tuned for `target_cosine`. The searches judge on
 seeded random inputs (judge.py), and on the calibration inputs too when given, each group held to the target
-apart (a recurrent model on its calibration stream alone); with distill and no calibration inputs, on inputs
-distilled from the model's BatchNormalization statistics instead of random ones (distill.py). With calibration inputs,
+apart (a recurrent model on its calibration stream alone). With no calibration inputs, a model that keeps
+BatchNormalization statistics and normalises nothing at run time is judged on inputs distilled from those
+statistics instead of random ones (distill.py). With calibration inputs,
 rounding="gptq" rounds the weights the search allocated GPTQ-style (gptq.py) and keeps that only where it
 measures better.
 """
@@ -55,7 +56,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
              entropy: bool = True, per_tensor: bool = False, min_size: int | None = None,
              input_shapes: dict[str, tuple[int, ...]] | None = None, inputs: dict[str, Any] | None = None,
              samples: int = 4, seed: int = 0, calib: str | os.PathLike | list[dict] | None = None,
-             rounding: str | None = None, distill: bool = False,
+             rounding: str | None = None, distill: bool | None = None,
              feedback: dict[str, str] | None = None, plot: str | None = None,
              check: bool = True, verbose: bool = True, stream: IO[str] | None = None) -> dict[str, Any]:
     """Compresses `src` into the .spore file `dst`; returns the report (see the module docstring).
@@ -66,12 +67,13 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     search ends where its last measurements pass or fail on them, so another seed gives another draw: up
     to a third in size on a small model, and on some a different cosine on real inputs (benchmarks/README.md
     measures three seeds); more samples vary less and cost time.
-    distill: with no calib, for a model with BatchNormalization statistics and one float input, judge the
-    searches on inputs distilled from those statistics (distill.py; max(samples, DISTILL_SAMPLES) of them)
-    instead of random ones. Not the default: on PP-OCR det and cls it gives files 23% and 26% smaller that
-    keep the cosine on real inputs, but on PP-OCR rec (convolutions, then transformer layers) it judges far
-    too leniently (real cosine 0.982-0.992 at all three seeds; benchmarks/README.md).
-    Costs the distillation's forward and backward passes (50-70 s for PP-OCR det on one core).
+    distill: with no calib, judge the searches on inputs distilled from the model's BatchNormalization
+    statistics (distill.py; max(samples, DISTILL_SAMPLES) of them) instead of random ones. None (the default):
+    where distill.distill_refusal finds nothing against it (the statistics are there, one float input, no
+    layer normalising at run time), as for PP-OCR det and cls, whose files it makes 23% and 26% smaller at
+    the cosine on real inputs; True: wherever the statistics are, PP-OCR rec's LayerNorms too (there it judged
+    far too leniently: real cosine 0.982-0.992 at three seeds; benchmarks/README.md); False: never.
+    Costs the distillation's forward and backward passes (about 40 s for PP-OCR det at 192x384 on one core).
     calib: sample inputs to judge the searches on (a list of feed dicts, an .npz whose arrays, keyed by input
     name, hold one sample per row, or a folder of such .npz files); the random samples are judged beside them,
     of the first one's shapes and with its non-float inputs, and both must keep the target (_random_beside);
@@ -99,11 +101,15 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     start = time.perf_counter()
     graph = load_graph(src)
     distilled = None
-    if distill and calib is None and method != "fixed":  # before BatchNormalization is folded away
-        from .distill import DISTILL_SAMPLES, distilled_feeds
+    if distill is not False and calib is None and method != "fixed":  # before BatchNormalization is folded away
+        from .distill import DISTILL_SAMPLES, batchnorm_statistics, distill_refusal, distilled_feeds
 
-        distilled = distilled_feeds(graph, input_shapes or {}, inputs, max(samples, DISTILL_SAMPLES), seed=seed,
-                                    say=say)
+        refusal = distill_refusal(graph, inputs, asked=bool(distill))
+        if refusal is None:
+            distilled = distilled_feeds(graph, input_shapes or {}, inputs, max(samples, DISTILL_SAMPLES),
+                                        seed=seed, say=say)
+        elif distill or batchnorm_statistics(graph):
+            say(f"random inputs judge, not distilled ones: {refusal}")
     log: list[dict] = []
     optimize(graph, log)
     axes = channel_axes(graph)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from sporeling.ir import Graph, Node, ValueInfo
-from sporeling.quant.distill import batchnorm_statistics, distillable_input, distilled_feeds, loss_graph
+from sporeling.quant import distill
+from sporeling.quant.distill import (batchnorm_statistics, distill_refusal, distillable_input, distilled_feeds,
+                                     loss_graph, runtime_normalizations)
 
 C_IN, C1, C2, SIDE = 3, 8, 6, 12
 
@@ -54,6 +56,23 @@ def bn_graph(seed: int = 3, second_input: bool = False) -> Graph:
         nodes[-1].outputs = ["yb"]
         nodes.append(Node("Mul", ["yb", "gain"], ["y"]))
     return Graph(nodes, inputs, [ValueInfo("y", np.dtype(np.float32))], inits, opsets={"": 17})
+
+
+def with_layer_norm(g: Graph, rms: bool = False) -> Graph:
+    """g with its output normalised over the channel axis at run time, decomposed as an exporter writes it:
+    y - mean(y), over sqrt(mean of its square + eps); or, rms, y over sqrt(mean(y^2) + eps)."""
+    g = Graph(list(g.nodes), g.inputs, g.outputs, dict(g.initializers), opsets=g.opsets)
+    g.nodes[-1] = Node(g.nodes[-1].op_type, g.nodes[-1].inputs, ["pre"], g.nodes[-1].attrs, "last")
+    g.initializers["eps"], g.initializers["two"] = np.float32(1e-5), np.float32(2.0)
+    if rms:
+        g.nodes += [Node("Pow", ["pre", "two"], ["sq"]), Node("ReduceMean", ["sq"], ["ms"], {"axes": [1]}),
+                    Node("Add", ["ms", "eps"], ["mse"]), Node("Sqrt", ["mse"], ["rms"]),
+                    Node("Div", ["pre", "rms"], ["y"])]
+        return g
+    g.nodes += [Node("ReduceMean", ["pre"], ["mu"], {"axes": [1]}), Node("Sub", ["pre", "mu"], ["c"]),
+                Node("Pow", ["c", "two"], ["sq"]), Node("ReduceMean", ["sq"], ["var"], {"axes": [1]}),
+                Node("Add", ["var", "eps"], ["vare"]), Node("Sqrt", ["vare"], ["sd"]), Node("Div", ["c", "sd"], ["y"])]
+    return g
 
 
 def _numpy_loss(graph: Graph, x: np.ndarray) -> float:
@@ -134,6 +153,46 @@ def test_nothing_to_distill_from():
     assert distilled_feeds(bn_graph(second_input=True), {}, None) is None
 
 
+def test_batches_of_bounded_input_bytes_give_the_same_inputs(monkeypatch):
+    """The samples go in batches of at most BATCH_INPUT_BYTES of input (memory); each sample's loss is its own,
+    so batching changes where Adam takes them only through its epsilon, against gradients a third as large."""
+    g = bn_graph()
+    whole, info = distilled_feeds(g, {}, None, samples=6, steps=40, seed=4)
+    lines = []
+    monkeypatch.setattr(distill, "BATCH_INPUT_BYTES", 2 * 4 * C_IN * SIDE * SIDE)  # two samples a batch
+    split, split_info = distilled_feeds(g, {}, None, samples=6, steps=40, seed=4, say=lines.append)
+    assert [s for s in lines if s.startswith("  inputs")] == ["  inputs 1-2 of 6", "  inputs 3-4 of 6",
+                                                             "  inputs 5-6 of 6"]
+    np.testing.assert_allclose(split_info["loss"], info["loss"], rtol=1e-2)
+    for a, b in zip(whole, split):
+        np.testing.assert_allclose(a["x"], b["x"], atol=2e-2)  # inputs of unit scale
+
+
+def test_runtime_normalizations_are_found():
+    g = bn_graph()
+    assert runtime_normalizations(g) == [] and distill_refusal(g, None) is None
+    for ln in (with_layer_norm(g), with_layer_norm(g, rms=True)):
+        found = runtime_normalizations(ln)
+        assert found and all(n.startswith("ReduceMean") or n in [m.name for m in ln.nodes] for n in found)
+        assert "at run time" in distill_refusal(ln, None) and distill_refusal(ln, None, asked=True) is None
+    op = Graph(list(g.nodes) + [Node("LayerNormalization", ["y", "s1", "o1"], ["z"], {"axis": 1}, "ln")],
+               g.inputs, [ValueInfo("z", np.dtype(np.float32))], g.initializers, opsets=g.opsets)
+    assert runtime_normalizations(op) == ["ln"]
+    # a mean that does not come back to what it averaged is no normalisation: global pooling, squeeze-excitation
+    # (the mean goes through a convolution before it scales the value)
+    se = Graph(list(g.nodes) + [Node("ReduceMean", ["y"], ["pool"], {"axes": [2, 3]}, "pool"),
+                                Node("Conv", ["pool", "wse"], ["gate"], {}, "se_conv"),
+                                Node("Mul", ["y", "gate"], ["z"], {}, "se_scale")],
+               g.inputs, [ValueInfo("z", np.dtype(np.float32))], {**g.initializers, "wse": np.ones((C2, C2, 1, 1),
+                                                                                                 np.float32)},
+               opsets=g.opsets)
+    assert runtime_normalizations(se) == []
+    plain = Graph([n for n in g.nodes if n.op_type != "BatchNormalization"], g.inputs, g.outputs, g.initializers,
+                  opsets=g.opsets)
+    assert "no BatchNormalization statistics" in distill_refusal(plain, None, asked=True)
+    assert "one float32 input" in distill_refusal(bn_graph(second_input=True), None)
+
+
 @pytest.fixture(scope="module")
 def bn_onnx(tmp_path_factory):
     pytest.importorskip("onnx")
@@ -144,18 +203,17 @@ def bn_onnx(tmp_path_factory):
     return path
 
 
-def test_compress_judges_on_distilled_inputs_when_asked(bn_onnx, tmp_path):
+def test_compress_judges_on_distilled_inputs_by_default(bn_onnx, tmp_path):
     import sporeling
     from sporeling.quant.compress import compress
 
-    r = compress(bn_onnx, tmp_path / "d.spore", verbose=False, check=False, input_shapes={"x": (1, 3, 12, 12)},
-                 distill=True)
+    r = compress(bn_onnx, tmp_path / "d.spore", verbose=False, check=False, input_shapes={"x": (1, 3, 12, 12)})
     assert r["judged_on"] == {"distilled": 8}
     assert r["distilled"]["batchnorm_layers"] == 2 and r["distilled"]["loss"][1] < r["distilled"]["loss"][0]
     assert r["met"]
     out = sporeling.load(tmp_path / "d.spore").run({"x": _train_like(np.random.default_rng(5), 1)})
     assert np.isfinite(next(iter(out.values()))).all()
-    plain = compress(bn_onnx, tmp_path / "r.spore", verbose=False, check=False)  # the default: random inputs
+    plain = compress(bn_onnx, tmp_path / "r.spore", verbose=False, check=False, distill=False)
     assert plain["judged_on"] == {"random": 4} and "distilled" not in plain
     calibrated = compress(bn_onnx, tmp_path / "c.spore", verbose=False, check=False, distill=True,
                           calib=[{"x": _train_like(np.random.default_rng(k), 1)} for k in range(2)])
@@ -165,11 +223,57 @@ def test_compress_judges_on_distilled_inputs_when_asked(bn_onnx, tmp_path):
 def test_cli_distill(bn_onnx, tmp_path):
     from sporeling.cli import main
 
-    for flags, judged in (([], {"random": 2}), (["--distill"], {"distilled": 8})):
+    for flags, judged in (([], {"distilled": 8}), (["--no-distill"], {"random": 2}), (["--distill"], {"distilled": 8})):
         report = tmp_path / "r.json"
         assert main(["compress", str(bn_onnx), "-o", str(tmp_path / "o.spore"), "--samples", "2",
                      "--input-shape", "x=1,3,12,12", "--report", str(report), *flags]) == 0
         assert json.loads(report.read_text())["judged_on"] == judged
+
+
+@pytest.fixture(scope="module")
+def ln_onnx(tmp_path_factory):
+    pytest.importorskip("onnx")
+    from sporeling.frontends.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("ln") / "ln.onnx"
+    export_onnx(with_layer_norm(bn_graph()), path)
+    return path
+
+
+def test_a_model_normalising_at_run_time_is_judged_on_random_inputs_unless_asked(ln_onnx, tmp_path):
+    from sporeling.quant.compress import compress
+
+    lines = []
+    r = compress(ln_onnx, tmp_path / "r.spore", check=False, samples=2, input_shapes={"x": (1, 3, 12, 12)},
+                 stream=_Lines(lines))
+    assert r["judged_on"] == {"random": 2} and "distilled" not in r
+    assert any(s.startswith("random inputs judge, not distilled ones: the model normalises") for s in lines)
+    asked = compress(ln_onnx, tmp_path / "d.spore", verbose=False, check=False, samples=2, distill=True,
+                     input_shapes={"x": (1, 3, 12, 12)})
+    assert asked["judged_on"] == {"distilled": 8}
+
+
+class _Lines:
+    def __init__(self, into: list):
+        self.into = into
+
+    def write(self, s: str) -> None:
+        self.into += [x for x in s.split("\n") if x]
+
+    def flush(self) -> None:
+        pass
+
+
+def test_which_real_models_distillation_judges():
+    """PP-OCR det and cls normalise with BatchNormalization alone; rec also with five decomposed LayerNorms."""
+    from tests.assets import require
+
+    from sporeling.model import load_graph
+
+    for name, refused in (("ppocr_det", False), ("ppocr_cls", False), ("ppocr_rec", True)):
+        g = load_graph(require(name))
+        assert (distill_refusal(g, None) is not None) == refused, name
+    assert len(runtime_normalizations(load_graph(require("ppocr_rec")))) == 10  # two means in each of five
 
 
 def test_ppocr_cls_distils_toward_its_batchnorm_statistics():

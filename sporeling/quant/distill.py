@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import time
 
 import numpy as np
 
@@ -164,12 +165,15 @@ def loss_graph(graph: Graph, x: str, start: np.ndarray, taps) -> tuple[Graph, st
 
 
 def _optimise(graph: Graph, x: str, batch: np.ndarray, taps, feeds: dict, steps: int,
-              say=lambda s: None) -> tuple[float, float]:
+              say=lambda s: None, batches: int = 0) -> tuple[float, float]:
     """Adam on `batch` (in place) for `steps` steps; the loss before and after. Says the loss every
-    PROGRESS_EVERY steps."""
+    PROGRESS_EVERY steps and, given how many `batches` like this one there are, after its second step about
+    how long they all take (when that is 10 s or more)."""
+    from ..runtime.threads import apply_threads, default_threads
     from ..train.autograd import GraphAutograd
     from ..train.optim import Adam
 
+    apply_threads(default_threads())  # as a Model's run does: on 2 BLAS threads here, PP-OCR cls took 13x as long
     g, _ = loss_graph(graph, x, batch.copy(), taps)
     trainer = GraphAutograd(g, source="distillation", trainable=[glob.escape(x)])
     if x not in trainer.params:
@@ -177,10 +181,15 @@ def _optimise(graph: Graph, x: str, batch: np.ndarray, taps, feeds: dict, steps:
     trainer.training = False
     opt = Adam(lr=DISTILL_LR)
     first = value = np.nan
+    start = 0.0
     for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()  # the first step also builds the plans
         plan, env = trainer.forward(feeds)
         value = float(trainer.output_of(plan, env))
         first = value if step == 0 else first
+        if step == 2 and batches and (took := (time.perf_counter() - start) * steps * batches) >= 10:
+            say(f"  about {took:.0f} s in all")
         if step and step % PROGRESS_EVERY == 0 and step < steps:
             say(f"  step {step}/{steps}: loss {value:.4f}")
         if step == steps or not np.isfinite(value):
@@ -221,7 +230,8 @@ def distilled_feeds(graph: Graph, shapes: dict, fixed: dict | None = None,
             if batch < samples:
                 last = min(lo + batch, samples)
                 say(f"  input {lo + 1} of {samples}" if last == lo + 1 else f"  inputs {lo + 1}-{last} of {samples}")
-            losses.append(_optimise(graph, x, start[lo:lo + batch], taps, feeds, steps, say))
+            losses.append(_optimise(graph, x, start[lo:lo + batch], taps, feeds, steps, say,
+                                    batches=0 if lo else -(-samples // batch)))
     except SporelingError as e:  # a layer without a backward rule: judged on random inputs as before
         say(f"  distillation failed, random inputs judge instead: {e}")
         return None

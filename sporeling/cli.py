@@ -99,9 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="shape of an input's random samples (for symbolic dimensions); the model keeps its own")
     p.add_argument("--calib", metavar="DIR|FILE.npz",
                    help="judge the search on these inputs too: an .npz whose arrays (keyed by input name) hold one "
-                   "sample per row, or a folder of .npz files, one sample each. The random samples are judged "
-                   "beside them (not for a recurrent model), so a few calibration inputs cannot pass a model that "
-                   "only fits them")
+                   "sample per row, or a folder of .npz files, one sample each. The random samples (or distilled "
+                   "ones, see --distill) are judged beside them (not for a recurrent model), so a few calibration "
+                   "inputs cannot pass a model that only fits them")
     p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE|FILE.npy",
                    help="a value an input always takes in the search's random samples (e.g. sr=16000)")
     p.add_argument("--samples", type=int, default=4, metavar="N",
@@ -111,11 +111,12 @@ def _parser() -> argparse.ArgumentParser:
                    "not to be fitted). Distilled inputs (see --distill): max(N, 8)")
     judge = p.add_mutually_exclusive_group()
     judge.add_argument("--distill", dest="distill", action="store_true", default=None,
-                       help="with no --calib, judge the search on inputs distilled from the model's BatchNormalization "
-                       "statistics even where the model also normalises at run time (LayerNorm). By default they "
-                       "judge only models whose normalisation is all BatchNormalization (PP-OCR det and cls came out "
-                       "a quarter smaller and kept the cosine on real inputs; PP-OCR rec, convolutions then "
-                       "transformer layers, missed it), and it costs up to a minute more on a model of a few MB")
+                       help="judge the search on inputs distilled from the model's BatchNormalization statistics "
+                       "(in place of the random ones, beside --calib's if given) even where the model also "
+                       "normalises at run time (LayerNorm). By default they judge only models whose normalisation "
+                       "is all BatchNormalization (PP-OCR det and cls came out a quarter smaller and kept the "
+                       "cosine on real inputs; PP-OCR rec, convolutions then transformer layers, missed it), and "
+                       "it costs up to a minute more on a model of a few MB")
     judge.add_argument("--no-distill", dest="distill", action="store_false",
                        help="judge on random inputs even where distilled ones would")
     p.add_argument("--seed", type=int, default=0,

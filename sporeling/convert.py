@@ -46,6 +46,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, optimize: bool = Tru
     from .format import save_spore
     from .model import load_graph
     from .passes import optimize as run_passes
+    from .passes import recorded
 
     src, dst = os.fspath(src), os.fspath(dst)
     out = stream or sys.stdout
@@ -67,7 +68,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, optimize: bool = Tru
             say(f"  {e['pass']:<{width}}  {e['rewrites']:>4} rewrites   nodes {e['nodes_before']:>5} -> "
                 f"{e['nodes_after']:<5} {e['ms']:8.1f} ms")
     provenance = {"source": os.path.basename(src), "source_sha256": file_sha256(src),
-                  "source_bytes": os.path.getsize(src), "optimized": bool(optimize), "passes": log,
+                  "source_bytes": os.path.getsize(src), "optimized": bool(optimize), "passes": recorded(log),
                   "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()}}
     written = save_spore(graph, dst, provenance=provenance)
     report = {"source": src, "output": dst, "source_bytes": provenance["source_bytes"], "output_bytes": written,

@@ -65,6 +65,14 @@ def test_convert_prints_each_pass_and_writes_a_spore(bn_model, tmp_path, capsys)
     np.testing.assert_allclose(model.run({"x": x})["y"], ref, rtol=1e-5, atol=1e-5)
 
 
+def test_converting_twice_writes_the_same_bytes(bn_model, tmp_path):
+    """Pass timings go to the report and the printout, not into the file."""
+    reports = [sporeling.convert(bn_model, tmp_path / f"{k}.spore", verbose=False) for k in "ab"]
+    assert (tmp_path / "a.spore").read_bytes() == (tmp_path / "b.spore").read_bytes()
+    assert all("ms" in p for p in reports[0]["passes"])
+    assert all("ms" not in p for p in read_info(tmp_path / "a.spore")["provenance"]["passes"])
+
+
 def test_convert_without_optimize_keeps_the_graph(bn_model, tmp_path):
     dst = tmp_path / "raw.spore"
     report = sporeling.convert(bn_model, dst, optimize=False, verbose=False)

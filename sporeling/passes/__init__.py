@@ -49,3 +49,9 @@ def optimize(graph: Graph, log=None, _scope: frozenset[str] = frozenset()) -> Gr
             log.append({"pass": name, "rewrites": changed, "nodes_before": before, "nodes_after": len(graph.nodes),
                         "ms": round((time.perf_counter() - start) * 1000, 2)})
     return graph
+
+
+def recorded(log: list[dict]) -> list[dict]:
+    """The pass log as a file's provenance keeps it: without the timings, so that the same source and
+    settings write the same bytes."""
+    return [{k: v for k, v in e.items() if k != "ms"} for e in log]

@@ -20,9 +20,9 @@ for the smallest model whose outputs keep `target_cosine` to the float model's, 
 the least distortion within that size. "original" is MindSpore Lite's search (mixed.py): one error
 target per tensor met by the coarsest step, the target tuned for `target_cosine`. The searches judge on
 seeded random inputs (judge.py), and on the calibration inputs too when given, each group held to the target
-apart (a recurrent model on its calibration stream alone). With no calibration inputs, a model that keeps
-BatchNormalization statistics and normalises nothing at run time is judged on inputs distilled from those
-statistics instead of random ones (distill.py). With calibration inputs,
+apart (a recurrent model on its calibration stream alone). A model that keeps BatchNormalization statistics
+and normalises nothing at run time is judged on inputs distilled from those statistics in place of the random
+ones, alone or beside the calibration inputs (distill.py). With calibration inputs,
 rounding="gptq" rounds the weights the search allocated GPTQ-style (gptq.py) and keeps that only where it
 measures better.
 """
@@ -42,6 +42,7 @@ from ..format.codecs_quant import encode_half
 from ..ir import Graph
 from ..tools import human_bytes
 from .encode import channel_axes, encode, half_candidates, quantize_tensor
+from .distill import DISTILL_SAMPLES
 from .judge import (STREAM_SAMPLES, feedback_pairs, load_calibration, output_cosines, run_stream, sample_feeds,
                     symbolic_inputs, symbolic_note, worst_mean_agreement)
 from .quantize import MIN_QUANT_WEIGHT_SIZE, should_quantize
@@ -67,22 +68,23 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     search ends where its last measurements pass or fail on them, so another seed gives another draw: up
     to a third in size on a small model, and on some a different cosine on real inputs (benchmarks/README.md
     measures three seeds); more samples vary less and cost time.
-    distill: with no calib, judge the searches on inputs distilled from the model's BatchNormalization
-    statistics (distill.py; max(samples, DISTILL_SAMPLES) of them) instead of random ones. None (the default):
-    where distill.distill_refusal finds nothing against it (the statistics are there, one float input, no
-    layer normalising at run time): closer to real inputs than noise, in both directions (PP-OCR det and cls:
-    files 23% and 26% smaller at the cosine on real inputs; two BatchNorm CNNs trained on Fashion-MNIST: files
-    15-29% larger, where noise lost the accuracy of one); True: wherever the statistics are, PP-OCR rec's
-    LayerNorms too (there it judged far too leniently: real cosine 0.982-0.992 at three seeds;
-    benchmarks/README.md); False: never.
+    distill: judge the searches on inputs distilled from the model's BatchNormalization statistics (distill.py;
+    max(samples, DISTILL_SAMPLES) of them) in place of the random ones, beside the calibration inputs if any.
+    None (the default): where distill.distill_refusal finds nothing against it (the statistics are there, one
+    float input, no layer normalising at run time): closer to real inputs than noise, in both directions
+    (PP-OCR det and cls: files 23% and 26% smaller at the cosine on real inputs; two BatchNorm CNNs trained on
+    Fashion-MNIST: files 15-29% larger, where noise lost the accuracy of one); True: wherever the statistics
+    are, PP-OCR rec's LayerNorms too (there it judged far too leniently: real cosine 0.982-0.992 at three
+    seeds; benchmarks/README.md); False: never.
     Costs the distillation's forward and backward passes (about 40 s for PP-OCR det at 192x384 on one core).
     calib: sample inputs to judge the searches on (a list of feed dicts, an .npz whose arrays, keyed by input
-    name, hold one sample per row, or a folder of such .npz files); the random samples are judged beside them,
-    of the first one's shapes and with its non-float inputs, and both must keep the target (_random_beside);
+    name, hold one sample per row, or a folder of such .npz files); the random samples (or distilled ones, see
+    distill) are judged beside them, of the first one's shapes and with its non-float inputs, and both groups
+    must keep the target (_random_beside);
     a recurrent model is judged on its calibration stream alone, and so is any model with samples=0 (for a
     calibration set large and varied enough that it is not fitted: a handful of inputs is).
     rounding: "nearest" (the default), or "gptq" with calib and the mixed method: GPTQ on the layer statistics
-    of the calibration inputs and the random ones judged beside them, so that it reaches the target with
+    of the calibration inputs and the random (or distilled) ones judged beside them, so that it reaches the target with
     coarser levels on both (benchmarks/README.md: smaller files than rounding to nearest on the trained
     models, and they keep the target on held-out real inputs; on either group alone it fits that group).
     feedback: a recurrent model's state, output name -> input name, that the searches carry from one sample
@@ -92,7 +94,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     plot: a .png of every allocation the search measured (size against output agreement)."""
     from ..format import save_spore
     from ..model import load_graph
-    from ..passes import optimize
+    from ..passes import optimize, recorded
     from ..tools import file_sha256
 
     src, dst = os.fspath(src), os.fspath(dst)
@@ -102,16 +104,12 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     min_size = MIN_QUANT_WEIGHT_SIZE if min_size is None else int(min_size)
     start = time.perf_counter()
     graph = load_graph(src)
+    feeds = None if method == "fixed" else load_calibration(calib)
     distilled = None
-    if distill is not False and calib is None and method != "fixed":  # before BatchNormalization is folded away
-        from .distill import DISTILL_SAMPLES, batchnorm_statistics, distill_refusal, distilled_feeds
-
-        refusal = distill_refusal(graph, inputs, asked=bool(distill))
-        if refusal is None:
-            distilled = distilled_feeds(graph, input_shapes or {}, inputs, max(samples, DISTILL_SAMPLES),
-                                        seed=seed, say=say)
-        elif distill or batchnorm_statistics(graph):
-            say(f"random inputs judge, not distilled ones: {refusal}")
+    # distilled inputs take the random ones' place, alone or beside the calibration ones
+    if distill is not False and method != "fixed" and (feeds is None or samples > 0):
+        distilled = _distilled(graph, bool(distill), feeds, input_shapes or {}, inputs,
+                               max(samples, DISTILL_SAMPLES), seed, say)
     log: list[dict] = []
     optimize(graph, log)
     axes = channel_axes(graph)
@@ -122,7 +120,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
         if should_quantize(name, w, min_size, axis=axis or 0):
             chosen[name] = axis
     provenance = {"source": os.path.basename(src), "source_sha256": file_sha256(src), "optimized": True,
-                  "passes": log}
+                  "passes": recorded(log)}
     float_bytes = _float_size(graph, provenance)
     summary: dict[str, Any] = {"method": method}
     if method == "fixed":
@@ -136,7 +134,6 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
         if budget is not None and budget <= 0:
             raise SporelingError(f"compress: {target_size} MB cannot be met: the graph and the float tensors "
                                  f"alone take {fixed_bytes / MB:.3f} MB")
-        feeds = load_calibration(calib)
         halves = half_candidates(graph, chosen)
         quantized, summary, halves = _search(method, graph, weights, chosen, target_cosine, budget,
                                              bias_correction, input_shapes or {}, inputs, samples, seed, feeds,
@@ -264,9 +261,12 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
     # each group of sample inputs is held to the target on its own: (kind, feeds, the float outputs)
     groups = [(kind, feeds, expected)]
     if calib and not pairs and samples > 0:
-        extra = _random_beside(reference, calib, shapes, inputs, samples, seed, say)
-        if extra:
+        if distilled:
+            groups.append(("distilled", distilled[0], [reference.run(f) for f in distilled[0]]))
+        elif extra := _random_beside(reference, calib, shapes, inputs, samples, seed, say):
             groups.append(("random", *extra))
+    if distilled and all(kind != "distilled" for kind, _, _ in groups):  # a stream: judged on random inputs
+        distilled = None
 
     def agreement_with(replaced: dict) -> float:
         model = Model(with_weights(graph, replaced), "candidate")
@@ -323,6 +323,25 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
         say(f"  even the finest levels leave the worst cosine at {worst:.5f} < {target_cosine}")
     summary["float16_tensors"] = len(halves)
     return quantized, summary, halves
+
+
+def _distilled(graph: Graph, asked: bool, calib: list[dict] | None, shapes: dict, inputs: dict | None,
+               samples: int, seed: int, say) -> tuple[list[dict], dict] | None:
+    """Inputs distilled from the graph's BatchNormalization statistics (before they fold) where the model
+    qualifies (distill.distill_refusal; `asked`: despite layers normalising at run time), of the shapes the
+    random ones would take: beside calibration inputs, the first one's, with its non-float inputs fixed."""
+    from .distill import batchnorm_statistics, distill_refusal, distilled_feeds
+
+    if calib:
+        first = calib[0]
+        shapes = {**{k: np.shape(v) for k, v in first.items() if np.asarray(v).dtype.kind == "f"}, **shapes}
+        inputs = {**{k: v for k, v in first.items() if np.asarray(v).dtype.kind != "f"}, **(inputs or {})}
+    refusal = distill_refusal(graph, inputs, asked=asked)
+    if refusal is None:
+        return distilled_feeds(graph, shapes, inputs, samples, seed=seed, say=say)
+    if asked or batchnorm_statistics(graph):
+        say(f"random inputs judge, not distilled ones: {refusal}")
+    return None
 
 
 def _random_beside(reference, calib: list[dict], shapes: dict, inputs: dict | None, samples: int, seed: int,

@@ -302,6 +302,21 @@ def test_mixed_search_meets_its_cosine_target_on_its_samples(tmp_path):
             assert set(loose["sensitivity"]) == {"w"}
 
 
+def test_the_same_source_and_settings_write_the_same_bytes(tmp_path):
+    """The file keeps what each pass did, not how long it took (the report does), so compressing twice gives
+    identical files."""
+    pytest.importorskip("onnx")
+    from sporeling.format.reader import read_info
+    from sporeling.frontends.onnx_export import export_onnx
+    from sporeling.quant.compress import compress
+
+    export_onnx(conv_graph(c_out=32, c_in=32), tmp_path / "m.onnx")
+    reports = [compress(tmp_path / "m.onnx", tmp_path / f"{k}.spore", verbose=False, check=False) for k in "ab"]
+    assert (tmp_path / "a.spore").read_bytes() == (tmp_path / "b.spore").read_bytes()
+    assert all("ms" not in p for p in read_info(tmp_path / "a.spore")["provenance"]["passes"])
+    assert reports[0]["output_bytes"] == reports[1]["output_bytes"]
+
+
 def test_allocation_spends_bytes_where_the_output_is_sensitive():
     from sporeling.quant.allocate import Candidates
 

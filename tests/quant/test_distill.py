@@ -226,9 +226,14 @@ def test_compress_judges_on_distilled_inputs_by_default(bn_onnx, tmp_path):
     assert np.isfinite(next(iter(out.values()))).all()
     plain = compress(bn_onnx, tmp_path / "r.spore", verbose=False, check=False, distill=False)
     assert plain["judged_on"] == {"random": 4} and "distilled" not in plain
-    calibrated = compress(bn_onnx, tmp_path / "c.spore", verbose=False, check=False, distill=True,
-                          calib=[{"x": _train_like(np.random.default_rng(k), 1)} for k in range(2)])
-    assert "distilled" not in calibrated and set(calibrated["judged_on"]) == {"calibration", "random"}
+    # beside calibration inputs, distilled ones take the random ones' place, of the calibration inputs' shape
+    calib = [{"x": _train_like(np.random.default_rng(k), 1)} for k in range(2)]
+    calibrated = compress(bn_onnx, tmp_path / "c.spore", verbose=False, check=False, calib=calib)
+    assert calibrated["judged_on"] == {"calibration": 2, "distilled": 8} and "distilled" in calibrated
+    random_beside = compress(bn_onnx, tmp_path / "c.spore", verbose=False, check=False, calib=calib, distill=False)
+    assert random_beside["judged_on"] == {"calibration": 2, "random": 4} and "distilled" not in random_beside
+    alone = compress(bn_onnx, tmp_path / "c.spore", verbose=False, check=False, calib=calib, samples=0)
+    assert alone["judged_on"] == {"calibration": 2} and "distilled" not in alone
 
 
 def test_cli_distill(bn_onnx, tmp_path):

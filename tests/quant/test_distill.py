@@ -236,6 +236,27 @@ def test_compress_judges_on_distilled_inputs_by_default(bn_onnx, tmp_path):
     assert alone["judged_on"] == {"calibration": 2} and "distilled" not in alone
 
 
+def test_gptq_leaves_the_distilled_inputs_beside_the_calibration_out_of_its_statistics(bn_onnx, tmp_path,
+                                                                                       monkeypatch):
+    """GPTQ fits the inputs whose statistics it takes, and a fitted group no longer checks anything: the
+    distilled group judged beside the calibration inputs stays out (random ones beside are in, as before)."""
+    from sporeling.quant import compress as module
+
+    seen, real = [], module._gptq_rounders
+
+    def counting(graph, chosen, stats, *rest):
+        seen.append(len(stats))
+        return real(graph, chosen, stats, *rest)
+
+    monkeypatch.setattr(module, "_gptq_rounders", counting)
+    calib = [{"x": _train_like(np.random.default_rng(k), 1)} for k in range(2)]
+    r = module.compress(bn_onnx, tmp_path / "g.spore", verbose=False, check=False, calib=calib, rounding="gptq")
+    assert r["judged_on"] == {"calibration": 2, "distilled": 8} and seen == [2]
+    r = module.compress(bn_onnx, tmp_path / "g.spore", verbose=False, check=False, calib=calib, rounding="gptq",
+                        distill=False)
+    assert r["judged_on"] == {"calibration": 2, "random": 4} and seen == [2, 6]
+
+
 def test_cli_distill(bn_onnx, tmp_path):
     from sporeling.cli import main
 

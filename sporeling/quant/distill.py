@@ -1,18 +1,17 @@
 """Data-free judging inputs distilled from the statistics a model's BatchNormalization layers keep.
 
-A trained network's BatchNormalization layers remember the mean and standard deviation of what reached
-them in training, per channel. Inputs optimised until every such layer sees those statistics again (ZeroQ,
-Cai et al., 2020) make the network respond more as it did to its training data than white noise does.
-compress judges its data-free searches on them instead of random inputs where a model qualifies
+A trained network's BatchNormalization layers remember the mean and standard deviation of what reached them in
+training, per channel. Inputs optimised until every such layer sees those statistics again (ZeroQ, Cai et al.,
+2020) make the network respond more as it did to its training data than white noise does. compress judges its
+searches on them in place of random inputs, alone or beside calibration inputs, where a model qualifies
 (distill_refusal): it has such statistics, one float input to optimise, and no layer that normalises by
-statistics computed at run time (LayerNormalization, or its decomposed form: x less ReduceMean(x)). Those
-keep nothing to match, so nothing holds what reaches them to anything real, and there the distilled
-inputs judged PP-OCR rec (a convolutional backbone, then transformer layers) far too leniently (real
-cosine 0.982-0.992 at three seeds). On the models that normalise with BatchNormalization alone they judged
-closer to the real inputs than noise in both directions: PP-OCR det and cls came out 23% and 26% smaller at
-the cosine on real inputs, two CNNs trained on Fashion-MNIST 15-29% larger, and noise lost the cosine and a
-point and more of accuracy on one of those at two seeds of three, where distilled inputs kept both at every
-seed (benchmarks/README.md).
+statistics computed at run time (LayerNormalization, or its decomposed form: x less ReduceMean(x)). Those keep
+nothing to match, so nothing holds what reaches them to anything real, and there the distilled inputs judged
+PP-OCR rec (a convolutional backbone, then transformer layers) far too leniently (real cosine 0.982-0.992 at
+three seeds). On the models that normalise with BatchNormalization alone they judged closer to the real inputs
+than noise in both directions: PP-OCR det and cls came out 23% and 26% smaller at the cosine on real inputs,
+two CNNs trained on Fashion-MNIST 15-29% larger, and noise lost the cosine and a point and more of accuracy on
+one of those at two seeds of three, where distilled inputs kept both at every seed (benchmarks/README.md).
 
 A model trained by sporeling itself is exported with its BatchNormalization folded (`sporeling train -o`), so
 it keeps no statistics to distil from and is judged on random inputs (or on --calib).
@@ -115,7 +114,7 @@ def distill_refusal(graph: Graph, fixed: dict | None, asked: bool = False) -> st
     if norms:
         more = f" and {len(norms) - 1} more" if len(norms) > 1 else ""
         return (f"the model normalises by statistics computed at run time ({norms[0]}{more}), and there distilled "
-                f"inputs have judged too leniently (PP-OCR rec); --distill asks for them all the same")
+                f"inputs have judged too leniently (PP-OCR rec); --distill (distill=True) asks for them all the same")
     return None
 
 

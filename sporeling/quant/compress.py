@@ -340,6 +340,9 @@ def _distilled(graph: Graph, asked: bool, calib: list[dict] | None, shapes: dict
         inputs = {**{k: v for k, v in first.items() if np.asarray(v).dtype.kind != "f"}, **(inputs or {})}
     refusal = distill_refusal(graph, inputs, asked=asked)
     if refusal is None:
+        if not asked:
+            say("the model normalises with BatchNormalization alone: judged on inputs distilled from its statistics "
+                "(--no-distill: on random ones)")
         return distilled_feeds(graph, shapes, inputs, samples, seed=seed, say=say)
     if asked or batchnorm_statistics(graph):
         say(f"random inputs judge, not distilled ones: {refusal}")

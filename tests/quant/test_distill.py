@@ -218,7 +218,9 @@ def test_compress_judges_on_distilled_inputs_by_default(bn_onnx, tmp_path):
     import sporeling
     from sporeling.quant.compress import compress
 
-    r = compress(bn_onnx, tmp_path / "d.spore", verbose=False, check=False, input_shapes={"x": (1, 3, 12, 12)})
+    lines = []
+    r = compress(bn_onnx, tmp_path / "d.spore", check=False, input_shapes={"x": (1, 3, 12, 12)}, stream=_Lines(lines))
+    assert lines[0].startswith("the model normalises with BatchNormalization alone") and "--no-distill" in lines[0]
     assert r["judged_on"] == {"distilled": 8}
     assert r["distilled"]["batchnorm_layers"] == 2 and r["distilled"]["loss"][1] < r["distilled"]["loss"][0]
     assert r["met"]

@@ -335,9 +335,7 @@ def _distilled(graph: Graph, asked: bool, calib: list[dict] | None, shapes: dict
     from .distill import batchnorm_statistics, distill_refusal, distilled_feeds
 
     if calib:
-        first = calib[0]
-        shapes = {**{k: np.shape(v) for k, v in first.items() if np.asarray(v).dtype.kind == "f"}, **shapes}
-        inputs = {**{k: v for k, v in first.items() if np.asarray(v).dtype.kind != "f"}, **(inputs or {})}
+        shapes, inputs = _beside(calib[0], shapes, inputs)
     refusal = distill_refusal(graph, inputs, asked=asked)
     if refusal is None:
         if not asked:
@@ -349,6 +347,13 @@ def _distilled(graph: Graph, asked: bool, calib: list[dict] | None, shapes: dict
     return None
 
 
+def _beside(first: dict, shapes: dict, inputs: dict | None) -> tuple[dict, dict]:
+    """The shapes and fixed inputs of samples judged beside calibration inputs: each float input of the first
+    one's shape (unless `shapes` says), its other inputs (settings, token ids) as they are, with `inputs`."""
+    floats = {k: np.shape(v) for k, v in first.items() if np.asarray(v).dtype.kind == "f"}
+    return {**floats, **shapes}, {**{k: v for k, v in first.items() if k not in floats}, **(inputs or {})}
+
+
 def _random_beside(reference, calib: list[dict], shapes: dict, inputs: dict | None, samples: int, seed: int,
                    say) -> tuple[list[dict], list[dict]] | None:
     """Random sample inputs (and the float model's outputs on them) judged beside the calibration inputs: of
@@ -357,12 +362,9 @@ def _random_beside(reference, calib: list[dict], shapes: dict, inputs: dict | No
     the next input (benchmarks/README.md: PP-OCR det, rec and cls calibrated on half their real inputs missed
     on the other half). Random inputs reach every channel. None where the model has no float input, or where
     the float model gives random inputs non-finite outputs."""
-    first = calib[0]
-    floats = {k: np.shape(v) for k, v in first.items() if np.asarray(v).dtype.kind == "f"}
-    if not floats:  # token ids and settings only: random samples would repeat the first calibration input
-        return None
-    shapes = {**floats, **shapes}
-    fixed = {**{k: v for k, v in first.items() if np.asarray(v).dtype.kind != "f"}, **(inputs or {})}
+    if all(np.asarray(v).dtype.kind != "f" for v in calib[0].values()):
+        return None  # token ids and settings only: random samples would repeat the first calibration input
+    shapes, fixed = _beside(calib[0], shapes, inputs)
     try:
         feeds = sample_feeds(reference, shapes, samples, fixed, seed)
         with np.errstate(all="ignore"):

@@ -15,8 +15,10 @@ by the codes:
 Decoding is the dequantization: the codes come back and become floats in one affine pass, into the
 tensor's declared dtype. params: {"bits": 1..16, "axis": int or null, "channels": C}. A writer gives
 these codecs its codes already made (format.Encoded); they never encode a float array themselves.
-MAX_RATIO bounds decoded bytes per stored byte (float32 from 1-bit codes is 32; the writer keeps a
-tensor that would code tighter than 1/64 of its float size bit-packed instead).
+params may add "dct": {"view": [...], "axes": [...]} (format 1.4, feature `quant-dct`): the codes are of
+the tensor's DCT coefficients, and decoding ends with the inverse DCT along `axes` of the tensor seen as `view`
+(sporeling.quant.dct). MAX_RATIO bounds decoded bytes per stored byte (float32 from 1-bit codes is 32; the
+writer keeps a tensor that would code tighter than 1/64 of its float size bit-packed instead).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from .codecs import element_count, register_codec
 
 MAX_RATIO = 64.0
+DCT = "quant-dct"  # the format feature a file with a "dct" tensor requires (1.4)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,17 @@ def to_half_affine(a: np.ndarray, b: np.ndarray, zero: int) -> tuple[np.float32,
 
 def half_affine_header(base: np.float32, a16: np.ndarray, d16: np.ndarray) -> bytes:
     return np.asarray(base, "<f4").tobytes() + np.asarray(a16, "<f2").tobytes() + np.asarray(d16, "<f2").tobytes()
+
+
+def dequantize_coded(codes: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int | None, dtype,
+                     dct: tuple | None = None) -> np.ndarray:
+    """What a quantized tensor decodes to: dequantize_affine, then, for codes of DCT coefficients (dct: view,
+    axes), their inverse DCT, computed in float64 from the float32 coefficients, then cast to dtype."""
+    if dct is None:
+        return dequantize_affine(codes, a, b, axis, dtype)
+    from ..quant.dct import apply
+
+    return apply(dequantize_affine(codes, a, b, axis, np.float32), *dct, inverse=True).astype(dtype)
 
 
 def dequantize_affine(codes: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int | None, dtype) -> np.ndarray:
@@ -205,11 +219,16 @@ class _AffineCodec:
             else:
                 a = np.frombuffer(buf, "<f4", channels, 0)
                 b = np.frombuffer(buf, "<f4", channels, 4 * channels)
+        dct = None
+        if "dct" in params:
+            from ..quant.dct import check
+
+            dct = check(params["dct"], shape, axis)
         count = element_count(shape)
         codes = self.codes(buf[head:], bits, count)
         if codes.size != count:
             raise ValueError(f"{codes.size} codes for {count} elements")
-        return dequantize_affine(codes.reshape(shape), a, b, axis, dtype)
+        return dequantize_coded(codes.reshape(shape), a, b, axis, dtype, dct)
 
 
 class PackedCodec(_AffineCodec):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..errors import ModelLoadError
 
 MAGIC = b"SPORE\x00\r\n"  # the NUL stops text tools; CR LF catches line-ending conversion
-FORMAT_VERSION = (1, 3)  # (major, minor): a reader reads its own major and any minor of it
+FORMAT_VERSION = (1, 4)  # (major, minor): a reader reads its own major and any minor of it
 ALIGN = 64  # every section and every tensor viewed in place starts on a multiple of this
 PACKED_OFFSETS = "packed-offsets"  # 1.2: decoded tensors may start anywhere (a document "requires" it)
 

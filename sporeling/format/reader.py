@@ -36,7 +36,8 @@ from .layout import (ALIGN, FORMAT_VERSION, HEADER_SIZE, MAX_JSON_BYTES, PACKED_
 KNOWN_SECTIONS = ("DATA", "GRAPH", "GRAPHZ", "META", "METAZ")
 DEFLATED = ("GRAPHZ", "METAZ")  # sections holding their JSON as one zlib stream
 # the names a document's "requires" may hold
-KNOWN_FEATURES: frozenset[str] = frozenset({"quant-scales-f16", PACKED_OFFSETS, "quant-scales-grid"})
+KNOWN_FEATURES: frozenset[str] = frozenset({"quant-scales-f16", PACKED_OFFSETS, "quant-scales-grid",
+                                            "quant-dct"})
 MAX_NDIM = 64
 MAX_DIM = 1 << 62
 MAX_FALLBACKS = 4

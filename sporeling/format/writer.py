@@ -21,7 +21,7 @@ import numpy as np
 from ..ir import Graph
 from ..tools import atomic_write
 from .codecs import CODECS, codec_for, in_place
-from .codecs_quant import SCALES_F16, SCALES_GRID, Encoded
+from .codecs_quant import DCT, SCALES_F16, SCALES_GRID, Encoded
 from .dtypes import dtype_name
 from .graph_json import FormatProblem, encode_graph
 from .layout import (ALIGN, HEADER_SIZE, PACKED_OFFSETS, REQUIRED, Section, SporeFormatError, crc32, pack_header,
@@ -115,6 +115,8 @@ def save_spore(graph: Graph, path: str | os.PathLike, *, provenance: dict | None
         forms = {(e.params or {}).get("scales") for e in (encoded or {}).values()}
         # a reader that ignored the compact scales would misread the weights
         requires += [feature for form, feature in (("f16", SCALES_F16), ("grid", SCALES_GRID)) if form in forms]
+        if any("dct" in (e.params or {}) for e in (encoded or {}).values()):
+            requires.append(DCT)  # a reader that ignored it would give the coefficients for the weights
         if tensors.packed:
             requires.append(PACKED_OFFSETS)  # a 1.1 reader would refuse the offsets without saying why
         if requires:

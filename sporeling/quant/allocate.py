@@ -34,6 +34,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from ..format.codecs_quant import MAX_RATIO
+from .bitpack import packed_size
 from .encode import Quantized, scales_header
 from .mixed import quantize_levels, quantize_step
 
@@ -52,7 +54,10 @@ HEADER_BYTES = 64  # FSE header and per-tensor overhead, roughly; per-channel sc
 def coded_bytes(q: Quantized) -> float:
     """What the search predicts a quantized tensor's codes and per-channel scales take (FSE reaches the codes'
     entropy within about 1%), before the per-tensor overhead."""
-    return entropy_bytes(q.codes) + len(scales_header(q.params, q.codes)[0])
+    coded = entropy_bytes(q.codes)
+    if coded * MAX_RATIO < q.codes.size * 4:  # FSE would code tighter than the format allows: encode() packs them
+        coded = packed_size(q.codes.shape, q.params.bits)
+    return coded + len(scales_header(q.params, q.codes)[0])
 
 
 def entropy_bytes(codes: np.ndarray) -> float:
@@ -65,11 +70,13 @@ class Candidates:
     """For one tensor: error and coded size at every level of LEVEL_GRID."""
 
     def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool,
-                 rounder: Callable[[int], Quantized] | None = None):
+                 rounder: Callable[[int], Quantized] | None = None, dct: tuple | None = None):
         """rounder: how quantize() rounds at a level (GPTQ with calibration inputs; default to nearest).
         The table is always round-to-nearest's: its errors are the common unit the sensitivities are
-        measured in, and its sizes hold for any rounding onto the same grid."""
+        measured in, and its sizes hold for any rounding onto the same grid. dct: (view, axes) to round
+        the weight's DCT coefficients to nearest instead (quant/dct.py; not with a rounder)."""
         self.w, self.axis, self.bias_correction, self.rounder = w, axis, bias_correction, rounder
+        self.dct = None if rounder is not None else dct
         self._rounded: dict[int, Quantized] = {}
         self.table: list[tuple[int, float, float]] = []
         for levels in LEVEL_GRID:
@@ -96,7 +103,7 @@ class Candidates:
         wide as the weights need), or, for GPTQ (a rounder), quantize_levels' (max|w_c| / L, clipped):
         GPTQ moves each rounding's error onto the weights not yet rounded, and needs a bounded code range."""
         if self.rounder is None:
-            return quantize_step(self.w, levels, self.axis, self.bias_correction)
+            return quantize_step(self.w, levels, self.axis, self.bias_correction, self.dct)
         return quantize_levels(self.w, levels, self.axis, self.bias_correction, clip=True)
 
     def quantize(self, levels: int) -> Quantized:

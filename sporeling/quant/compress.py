@@ -22,7 +22,9 @@ target per tensor met by the coarsest step, the target tuned for `target_cosine`
 seeded random inputs (judge.py), and on the calibration inputs too when given, each group held to the target
 apart (a recurrent model on its calibration stream alone). A model that keeps BatchNormalization statistics
 and normalises nothing at run time is judged on inputs distilled from those statistics in place of the random
-ones, alone or beside the calibration inputs (distill.py). With calibration inputs,
+ones, alone or beside the calibration inputs (distill.py). The mixed search codes a dense layer over a flattened
+feature map as the DCT of its weights along the map's positions where those code smaller (dct.py; rounding to
+nearest only). With calibration inputs,
 rounding="gptq" rounds the weights the search allocated GPTQ-style (gptq.py) and keeps that only where it
 measures better.
 """
@@ -155,7 +157,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
         if keep:
             encoded[name] = enc
         stored = len(enc.payload) if keep else w.nbytes
-        layers.append({"name": name, "shape": list(w.shape), "bits": q.params.bits,
+        layers.append({"name": name, "shape": list(w.shape), "bits": q.params.bits, "dct": keep and q.dct is not None,
                        "codec": enc.codec if keep else "raw", "bits_per_weight": 8 * stored / w.size,
                        "error": q.error, "float_bytes": int(w.nbytes), "stored_bytes": stored})
     halved = 0
@@ -309,7 +311,12 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
         # what it sees, and fitted they stop being a check (PP-OCR det lost its held-out cosine, 0.9900)
         stats = fed + [f for kind, fs, _ in groups[1:] if kind != "distilled" for f in fs]
         rounders = _gptq_rounders(graph, chosen, stats, bias_correction, say) if rounding == "gptq" else {}
-        cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n)) for n, a in chosen.items()}
+        transforms = _transforms(graph, weights, {n: a for n, a in chosen.items() if n not in rounders}, feeds[0],
+                                 bias_correction, say)
+        if transforms:
+            summary["dct"] = {n: {"view": list(v), "axes": list(a)} for n, (v, a) in transforms.items()}
+        cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n), transforms.get(n))
+                 for n, a in chosen.items()}
         found = allocate(cands, score, target_cosine, progress=progress, budget=budget, probe=probe)
         quantized, worst = found.quantized, found.value
         summary["sensitivity"] = {k: (float(v) if np.isfinite(v) else None) for k, v in found.sensitivity.items()}
@@ -405,10 +412,27 @@ def _gptq_rounders(graph: Graph, chosen: dict, calib: list[dict], bias_correctio
     return {n: (lambda levels, n=n: cal.quantize(n, levels)) for n in usable}
 
 
+def _transforms(graph: Graph, weights: dict, chosen: dict, feed: dict, bias_correction: bool, say) -> dict:
+    """name -> (view, axes) for the dense weights after a flatten whose DCT coefficients code smaller than
+    they do (dct.py), judged per tensor."""
+    from . import dct
+
+    start = time.perf_counter()
+    found = {}
+    for name, (view, candidates) in dct.views(graph, chosen, chosen, feed).items():
+        axes = dct.choose(weights[name], chosen[name], view, candidates, bias_correction)
+        if axes is not None:
+            found[name] = (view, axes)
+            say(f"  {name}: its codes are of its DCT along {[view[a] for a in axes]} of its view {list(view)}, "
+                f"which code smaller than the weights do ({time.perf_counter() - start:.1f} s)")
+    return found
+
+
 def _print_layers(layers: list[dict], say) -> None:
     for x in layers:
+        codec = x["codec"] + (", of its DCT" if x.get("dct") else "")
         say(f"  {x['name'][:48]:<48} {str(x['shape']):<20} {x['bits']:>2}-bit codes -> "
-            f"{x['bits_per_weight']:5.2f} b/w ({x['codec']})  error {x['error']:.4f}")
+            f"{x['bits_per_weight']:5.2f} b/w ({codec})  error {x['error']:.4f}")
     if layers:
         count = sum(int(np.prod(x["shape"])) for x in layers)
         stored = sum(x["stored_bytes"] for x in layers)

@@ -30,6 +30,7 @@ class Quantized:
     codes: np.ndarray
     params: QuantParams
     error: float  # mean over channels of ||w - deq|| / ||w||
+    dct: tuple | None = None  # (view, axes): the codes are of the weight's DCT coefficients (quant/dct.py)
 
 
 def channel_axes(graph: Graph) -> dict[str, int]:
@@ -222,6 +223,8 @@ def encode(q: Quantized, entropy: bool = True) -> Encoded:
     channels = int(np.atleast_1d(q.params.scale).size)
     head, form = scales_header(q.params, q.codes)
     params = {"bits": q.params.bits, "axis": q.params.axis, "channels": channels, **form}
+    if q.dct is not None:
+        params["dct"] = {"view": [int(d) for d in q.dct[0]], "axes": [int(a) for a in q.dct[1]]}
     best = Encoded("qpack", head + pack(q.codes, q.params.bits).tobytes(), params)
     if entropy and q.codes.size:
         from .fse import encode as fse_encode

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..format.codecs_quant import dequantize_affine
+from ..format.codecs_quant import dequantize_coded
 from ..ir import Graph
 from .bias_correction import bias_correct, mean_relative_rms_error
 from .encode import Quantized, affine
@@ -59,7 +59,8 @@ STEP_PEAK = 4.0  # quantize_step's step is STEP_PEAK * rms_c / L: L levels reach
 MAX_ZERO = (1 << 15) - 1  # quantize_step's codes 0..2 * zero fit 16 bits; rarer outliers clip there
 
 
-def quantize_step(w: np.ndarray, levels: int, axis: int | None, bias_correction: bool = True) -> Quantized:
+def quantize_step(w: np.ndarray, levels: int, axis: int | None, bias_correction: bool = True,
+                  dct: tuple | None = None) -> Quantized:
     """Symmetric quantization with a step proportional to each channel's RMS, the mixed search's grid:
     step_c = STEP_PEAK * rms_c / levels, codes not clipped to a range but as wide as the weights need
     (one zero code for the tensor, at most MAX_ZERO), left to the entropy coder.
@@ -72,7 +73,15 @@ def quantize_step(w: np.ndarray, levels: int, axis: int | None, bias_correction:
     size moves both ways (benchmarks/step_grid.py: every tensor at one L, 13 of 32 model-levels better,
     1 - cosine 1.24x lower in geometric mean; PP-OCR rec, Silero and face detection gain most, landmark
     and selfie at coarse L lose); the mixed search, which picks L per tensor, ends smaller on the step
-    grid (benchmarks/README.md)."""
+    grid (benchmarks/README.md).
+
+    dct: (view, axes): quantize the weight's DCT coefficients instead (quant/dct.py); the error is the same
+    in both domains, since the transform is orthonormal within each channel."""
+    if dct is not None:
+        from .dct import apply
+
+        q = quantize_step(apply(w, *dct).astype(np.result_type(w.dtype, np.float32)), levels, axis, bias_correction)
+        return Quantized(q.codes, q.params, q.error, dct)
     rows = _rows(np.asarray(w), axis).astype(np.float64)
     rms = np.sqrt(np.einsum("ij,ij->i", rows, rows) / max(rows.shape[1], 1))
     scale = (STEP_PEAK * rms / levels).astype(np.float32)
@@ -140,9 +149,10 @@ class TensorSearch:
 
 
 def decoded(q: Quantized, dtype: np.dtype) -> np.ndarray:
-    """The weight as the file will give it back: code * A + B in float32, then the stored dtype."""
+    """The weight as the file will give it back: code * A + B in float32 (then the inverse DCT of coefficients),
+    then the stored dtype."""
     a, b = affine(q.params, q.codes)
-    return dequantize_affine(q.codes, a, b, q.params.axis, dtype)
+    return dequantize_coded(q.codes, a, b, q.params.axis, dtype, q.dct)
 
 
 def with_weights(graph: Graph, weights: dict[str, np.ndarray]) -> Graph:

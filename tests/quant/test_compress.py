@@ -323,8 +323,11 @@ def test_allocation_spends_bytes_where_the_output_is_sensitive():
     w = rng.standard_normal((32, 64)).astype(np.float32)
     c = Candidates(w, 0, True)
     errors = [e for _, e, _ in c.table]
-    sizes = [b for _, _, b in c.table]
-    assert errors == sorted(errors, reverse=True) and sizes == sorted(sizes)  # finer levels: less error, more bytes
+    # finer levels: less error, more bytes; but at 1 level the codes are too sparse for FSE's bound, and are
+    # priced bit-packed, as the file stores them (allocate.coded_bytes)
+    sizes = [b for lv, _, b in c.table if lv > 1]
+    assert errors == sorted(errors, reverse=True) and sizes == sorted(sizes)
+    assert c.size_at(1) > c.size_at(2)
     picks = [c.pick(1.0, lam) for lam in (1e-12, 1e-6, 1e-3, 1.0)]
     assert picks == sorted(picks, reverse=True) and picks[0] > picks[-1]  # a higher price of bytes: coarser
     assert c.pick(1e3, 1e-6) >= c.pick(1.0, 1e-6)  # a more sensitive tensor gets at least as many levels

@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bias-correction", action="store_true", help="do not restore each channel's mean and std")
     p.add_argument("--no-entropy", action="store_true", help="bit-pack only, no FSE coding")
     p.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per output channel")
+    p.add_argument("--no-dct", action="store_true",
+                   help="never store a dense layer over a flattened feature map as its weights' DCT coefficients "
+                   "(the searches do where those code smaller); the file then opens in sporeling readers of "
+                   "format 1.3")
     p.add_argument("--min-size", type=int, default=None, metavar="N",
                    help="weights of N elements or fewer stay float (default: the quantizer's MIN_QUANT_WEIGHT_SIZE)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
@@ -268,7 +272,7 @@ def cmd_compress(args) -> int:
                       entropy=not args.no_entropy, per_tensor=args.per_tensor, min_size=args.min_size,
                       input_shapes=parse_shapes(args.input_shape), inputs=dict(map(_input_value, args.input)),
                       samples=args.samples, seed=args.seed, calib=args.calib, rounding=args.rounding,
-                      distill=args.distill,
+                      distill=args.distill, dct=not args.no_dct,
                       feedback=_feedback_arg(args), plot=args.plot)
     if args.report:
         text = json.dumps(report, indent=1).encode()
@@ -358,6 +362,8 @@ def cmd_info(args) -> int:
         src = f"{prov.get('source', '?')} (sha256 {str(prov.get('source_sha256', '?'))[:12]}...)"
         passes = [p.get("pass") for p in prov.get("passes", []) if isinstance(p, dict) and p.get("rewrites")]
         print(f"format: .spore {info['format_version']}, written by {prov.get('producer', '?')} from {src}")
+        if info.get("requires"):
+            print(f"  requires the format features: {', '.join(info['requires'])}")
         print(f"  passes that changed it: {', '.join(map(str, passes)) or 'none'}")
         print("  tensors: " + ", ".join(f"{k} {v['count']} ({human_bytes(v['bytes'])})"
                                          for k, v in info["tensors"]["by_codec"].items()))

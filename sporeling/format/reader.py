@@ -272,8 +272,8 @@ def _lazy(path: str, f: _File, e: _Entry):
 
 
 def read_info(path: str | os.PathLike) -> dict:
-    """What a .spore file holds, without reading its tensor data: format version, sections, provenance,
-    graph name and node count, tensor count and bytes by codec."""
+    """What a .spore file holds, without reading its tensor data: format version, the format features it
+    requires, sections, provenance, graph name and node count, tensor count and bytes by codec."""
     path = os.fspath(path)
     return _guarded(path, _info, path)
 
@@ -293,6 +293,7 @@ def _info(path: str) -> dict:
         "path": path,
         "format_version": f"{f.head.major}.{f.head.minor}",
         "reader_version": f"{FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}",
+        "requires": list(f.doc.get("requires", [])),
         "file_size": f.size,
         "sections": {s.tag: {"offset": s.offset, "length": s.length, "required": s.required}
                      for s in f.sections.values()},

@@ -59,7 +59,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
              entropy: bool = True, per_tensor: bool = False, min_size: int | None = None,
              input_shapes: dict[str, tuple[int, ...]] | None = None, inputs: dict[str, Any] | None = None,
              samples: int = 4, seed: int = 0, calib: str | os.PathLike | list[dict] | None = None,
-             rounding: str | None = None, distill: bool | None = None,
+             rounding: str | None = None, distill: bool | None = None, dct: bool = True,
              feedback: dict[str, str] | None = None, plot: str | None = None,
              check: bool = True, verbose: bool = True, stream: IO[str] | None = None) -> dict[str, Any]:
     """Compresses `src` into the .spore file `dst`; returns the report (see the module docstring).
@@ -90,6 +90,8 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     coarser levels on both (benchmarks/README.md: smaller files than rounding to nearest on the trained
     models, and they keep the target on held-out real inputs; on either group alone it fits that group).
     Distilled inputs beside the calibration ones stay out of its statistics: it fits them too.
+    dct: let the mixed search store a dense layer over a flattened feature map as the codes of its weights' DCT
+    along the map's positions where they code smaller (dct.py; a format 1.4 feature); False: never.
     feedback: a recurrent model's state, output name -> input name, that the searches carry from one sample
     input to the next, judging the model over a stream as it runs (the calibration inputs in their order, or
     STREAM_SAMPLES random ones from a zero state). None (the default) finds it (judge.feedback_pairs: Silero's
@@ -140,7 +142,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
         halves = half_candidates(graph, chosen)
         quantized, summary, halves = _search(method, graph, weights, chosen, target_cosine, budget,
                                              bias_correction, input_shapes or {}, inputs, samples, seed, feeds,
-                                             rounding, feedback, halves, say, distilled)
+                                             rounding, feedback, halves, say, distilled, dct)
         if halves:  # stored as float16 below (encode_half), judged so by the search
             from .mixed import with_weights
 
@@ -220,7 +222,7 @@ def _check_options(method: str, bits: int, target_cosine: float, target_size: fl
 def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: dict[str, int | None],
             target_cosine: float, budget: float | None, bias_correction: bool, shapes: dict, inputs: dict | None,
             samples: int, seed: int, calib: list[dict] | None, rounding: str, feedback: dict | None, halves: dict,
-            say, distilled: tuple[list[dict], dict] | None = None) -> tuple[dict, dict, dict]:
+            say, distilled: tuple[list[dict], dict] | None = None, dct: bool = True) -> tuple[dict, dict, dict]:
     """The mixed-bit searches, judged by worst_mean_agreement on the sample inputs (a recurrent model's as a
     stream, its state fed back): "mixed" allocates levels globally by sensitivity (allocate.py), "original"
     holds every tensor to one tuned error target (mixed.py). halves: the float tensors rounded to float16
@@ -312,7 +314,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
         stats = fed + [f for kind, fs, _ in groups[1:] if kind != "distilled" for f in fs]
         rounders = _gptq_rounders(graph, chosen, stats, bias_correction, say) if rounding == "gptq" else {}
         transforms = _transforms(graph, weights, {n: a for n, a in chosen.items() if n not in rounders}, feeds[0],
-                                 bias_correction, say)
+                                 bias_correction, say) if dct else {}
         if transforms:
             summary["dct"] = {n: {"view": list(v), "axes": list(a)} for n, (v, a) in transforms.items()}
         cands = {n: Candidates(weights[n], a, bias_correction, rounders.get(n), transforms.get(n))

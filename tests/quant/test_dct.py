@@ -175,3 +175,26 @@ def test_a_tensor_too_sparse_for_the_fse_bound_is_priced_as_the_writer_stores_it
     q = quantize_step(rng.standard_normal((64, 4096)).astype(np.float32), 31, 0)  # one FSE codes: its entropy
     enc = encode(q)
     assert enc.codec == "qfse" and abs(coded_bytes(q) - len(enc.payload)) <= 0.02 * len(enc.payload)
+
+
+def test_no_dct_keeps_the_weights_domain_and_the_file_needs_no_new_feature(tmp_path):
+    """--no-dct (dct=False): the same classifier is coded as its weights, and the file lists no quant-dct, so a
+    1.3 reader opens it; the CLI passes the switch through."""
+    from sporeling.cli import main
+    from sporeling.format.reader import read_info
+    from sporeling.quant.compress import compress
+
+    c, h, wd = 8, 12, 12
+    save_spore(flatten_graph(smooth_maps(64, c, h, wd), c, h, wd), tmp_path / "float.spore")
+    report = compress(tmp_path / "float.spore", tmp_path / "plain.spore", verbose=False, min_size=16, dct=False)
+    assert "dct" not in report and not any(x["dct"] for x in report["layers"])
+    assert "quant-dct" not in read_info(tmp_path / "plain.spore")["requires"]
+    assert main(["compress", str(tmp_path / "float.spore"), "-o", str(tmp_path / "cli.spore"), "--no-dct",
+                 "--min-size", "16", "--report", str(tmp_path / "r.json")]) == 0
+    import json
+
+    cli = json.loads((tmp_path / "r.json").read_text())
+    assert "dct" not in cli and cli["output_bytes"] == report["output_bytes"]
+    with_dct = compress(tmp_path / "float.spore", tmp_path / "dct.spore", verbose=False, min_size=16)
+    assert with_dct["output_bytes"] < report["output_bytes"]
+    assert "quant-dct" in read_info(tmp_path / "dct.spore")["requires"]

@@ -29,7 +29,7 @@ import numpy as np
 from ..ir import Graph, ValueInfo
 
 MIN_SIZE = 4  # a view axis shorter than this is not transformed: too few neighbours to gather
-MAX_SIZE = 4096  # nor one longer: its matrix would outweigh the gain (and bounds what a file may ask)
+MAX_SIZE = 256  # nor one longer: a reader builds an (n, n) matrix per length (at most 512 KiB each, cached)
 MAX_AXES = 3  # axes of one view that may be transformed together
 CHOICE_LEVELS = (2, 4)  # the levels at which choose() compares the coefficients' codes with the weights'
 MIN_GAIN = 0.02  # the coded size a transform must save at each of them

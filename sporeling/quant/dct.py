@@ -31,6 +31,7 @@ from ..ir import Graph, ValueInfo
 MIN_SIZE = 4  # a view axis shorter than this is not transformed: too few neighbours to gather
 MAX_SIZE = 256  # nor one longer: a reader builds an (n, n) matrix per length (at most 512 KiB each, cached)
 MAX_AXES = 3  # axes of one view that may be transformed together
+MAX_VIEW = 8  # dimensions of a view
 CHOICE_LEVELS = (2, 4)  # the levels at which choose() compares the coefficients' codes with the weights'
 MIN_GAIN = 0.02  # the coded size a transform must save at each of them
 
@@ -61,12 +62,13 @@ def check(spec, shape: tuple[int, ...], axis: int | None) -> tuple[tuple[int, ..
     if not isinstance(spec, dict) or set(spec) != {"view", "axes"}:
         raise ValueError(f"dct must be an object with view and axes, not {spec!r}")
     view, axes = spec["view"], spec["axes"]
-    if not isinstance(view, list) or not all(type(d) is int and d >= 1 for d in view) or not view:
-        raise ValueError(f"dct view must be a list of positive integers, not {view!r}")
+    if (not isinstance(view, list) or not 1 <= len(view) <= MAX_VIEW
+            or not all(type(d) is int and d >= 1 for d in view)):
+        raise ValueError(f"dct view must be a list of 1 to {MAX_VIEW} positive integers, not {view!r}")
     if math.prod(view) != math.prod(shape):
         raise ValueError(f"dct view {view} does not hold the {math.prod(shape)} elements of shape {list(shape)}")
-    if (not isinstance(axes, list) or not 1 <= len(axes) <= MAX_AXES or len(set(axes)) != len(axes)
-            or not all(type(a) is int and 0 <= a < len(view) for a in axes)):
+    if (not isinstance(axes, list) or not 1 <= len(axes) <= MAX_AXES
+            or not all(type(a) is int and 0 <= a < len(view) for a in axes) or len(set(axes)) != len(axes)):
         raise ValueError(f"dct axes must be 1 to {MAX_AXES} distinct axes of view {view}, not {axes!r}")
     if any(not MIN_SIZE <= view[a] <= MAX_SIZE for a in axes):
         raise ValueError(f"dct axes {axes} of view {view}: each must be {MIN_SIZE} to {MAX_SIZE} long")

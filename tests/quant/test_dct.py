@@ -76,6 +76,9 @@ def test_dct_round_trips_and_keeps_every_channels_norm(view, axes):
     ({"view": [8, 4, 6, 6], "axes": [0]}, 0, "leave it out"),
     ({"view": [4, 8, 6, 6], "axes": [2]}, 0, "as one axis"),
     ({"view": [8, 4, 6, 6], "axes": [2], "x": 1}, 0, "view and axes"),
+    ({"view": [8, 4, 6, 6], "axes": [[2]]}, 0, "distinct"),
+    ({"view": [8, 4, 6, 6.0], "axes": [2]}, 0, "positive integers"),
+    ({"view": [8, 4, 6, 6] + [1] * 5, "axes": [2]}, 0, "1 to 8"),
 ])
 def test_bad_dct_params_are_refused(spec, axis, fragment):
     with pytest.raises(ValueError, match=fragment):

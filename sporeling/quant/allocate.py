@@ -177,10 +177,9 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
     lo, hi = 1e-14, 1e2
     a, b = math.log(lo), math.log(hi)
     if budget is not None:  # the size is known without running anything: bisect it, then measure once
-        for _ in range(60):
-            mid = (a + b) / 2
-            a, b = (a, mid) if predicted(at_price(math.exp(mid))) <= budget else (mid, b)
-        levels = at_price(math.exp(b))
+        levels, coded = _within(budget, at_price, predicted, lambda lv: _stored(candidates, lv), lo, hi)
+        if coded > budget:
+            progress(f"no allocation codes within {budget / 1024:.1f} KiB: the smallest takes {coded / 1024:.1f} KiB")
         value = measure(levels, f"within {budget / 1024:.0f} KiB")
         key = tuple(levels[n] for n in candidates)
         return Allocation({n: candidates[n].quantize(lv) for n, lv in levels.items()}, value, sens,
@@ -201,6 +200,36 @@ def allocate(candidates: dict[str, Candidates], score: Callable[[dict[str, Quant
     levels = dict(zip(candidates, key))
     return Allocation({n: candidates[n].quantize(lv) for n, lv in levels.items()}, tried[key][1], sens,
                       _curve(tried, labels, key), unreached)
+
+
+BUDGET_ROUNDS = 4  # bisections of the price within a size budget, each against the bytes the last one coded
+
+
+def _within(budget: float, at_price, predicted, stored, lo: float, hi: float) -> tuple[dict[str, int], float]:
+    """The levels at the lowest price whose predicted size is within `budget`, and their coded size. Since
+    the entropy the prediction counts may undercount FSE's own overhead, the levels' coded size is measured
+    (stored) and, where it is over, the bisection runs again against a budget lowered by the excess, until
+    it fits or BUDGET_ROUNDS have run (or nothing smaller is left: the coarsest levels come back)."""
+    target, coded = budget, math.inf
+    for _ in range(BUDGET_ROUNDS):
+        a, b = math.log(lo), math.log(hi)
+        for _ in range(60):
+            mid = (a + b) / 2
+            a, b = (a, mid) if predicted(at_price(math.exp(mid))) <= target else (mid, b)
+        levels = at_price(math.exp(b))
+        coded = stored(levels)
+        if coded <= budget or predicted(levels) > target:  # fits, or nothing smaller to bisect to
+            break
+        target -= coded - budget
+    return levels, coded
+
+
+def _stored(candidates: dict[str, Candidates], levels: dict[str, int]) -> float:
+    """What the file's codes and scales take at these levels, with the per-tensor overhead the tables count."""
+    from .encode import encode
+
+    return sum(min(len(encode(candidates[n].quantize(lv)).payload), candidates[n].w.nbytes) + HEADER_BYTES
+               for n, lv in levels.items())
 
 
 def _curve(tried: dict, labels: dict, chosen: tuple) -> list[dict]:

@@ -202,3 +202,26 @@ def test_no_dct_keeps_the_weights_domain_and_the_file_needs_no_new_feature(tmp_p
     with_dct = compress(tmp_path / "float.spore", tmp_path / "dct.spore", verbose=False, min_size=16)
     assert with_dct["output_bytes"] < report["output_bytes"]
     assert "quant-dct" in read_info(tmp_path / "dct.spore")["requires"]
+
+
+def test_a_size_budget_holds_with_dct_coded_layers(tmp_path):
+    """--target-size prices the coefficients' codes as the file stores them: the file keeps within the budget,
+    and spends it, while the DCT lets it keep more of the outputs than the weights' own codes would; a budget
+    no allocation fits is said, not silently passed."""
+    from sporeling.quant.compress import compress
+
+    c, h, wd = 8, 12, 12
+    save_spore(flatten_graph(smooth_maps(64, c, h, wd), c, h, wd), tmp_path / "float.spore")
+    budget = 0.014  # MB: about 1.3 bits a weight for the classifier's 73,728 weights, after the graph
+    reports = {d: compress(tmp_path / "float.spore", tmp_path / f"{d}.spore", verbose=False, min_size=16,
+                           target_size=budget, dct=d) for d in (True, False)}
+    for r in reports.values():
+        assert 0.8 * budget * 1e6 <= r["output_bytes"] <= budget * 1e6
+    assert "dct" in reports[True] and "dct" not in reports[False]
+    assert reports[True]["search_cosine"] > reports[False]["search_cosine"]
+    import io
+
+    out = io.StringIO()
+    r = compress(tmp_path / "float.spore", tmp_path / "tight.spore", min_size=16, target_size=0.0035, dct=False,
+                 stream=out)
+    assert "no allocation codes within" in out.getvalue() and r["output_bytes"] > 0.0035 * 1e6

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..format.codecs_quant import MAX_RATIO
 from .bitpack import packed_size
-from .encode import Quantized, scales_header
+from .encode import Quantized, encode, scales_header
 from .mixed import quantize_levels, quantize_step
 
 # about 4 levels per doubling up to 255 (2 above, where few tensors land): a step coarser saves a tensor ~0.3 bits
@@ -226,8 +226,6 @@ def _within(budget: float, at_price, predicted, stored, lo: float, hi: float) ->
 
 def _stored(candidates: dict[str, Candidates], levels: dict[str, int]) -> float:
     """What the file's codes and scales take at these levels, with the per-tensor overhead the tables count."""
-    from .encode import encode
-
     return sum(min(len(encode(candidates[n].quantize(lv)).payload), candidates[n].w.nbytes) + HEADER_BYTES
                for n, lv in levels.items())
 

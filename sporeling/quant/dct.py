@@ -19,14 +19,13 @@ either layout (NCHW or NHWC before the flatten) or channels, where no transform 
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 import math
 
 import numpy as np
 
-from ..ir import Graph, ValueInfo
+from ..ir import Graph
 
 MIN_SIZE = 4  # a view axis shorter than this is not transformed: too few neighbours to gather
 MAX_SIZE = 256  # nor one longer: a reader builds an (n, n) matrix per length (at most 512 KiB each, cached)
@@ -99,6 +98,7 @@ def views(graph: Graph, names, axes: dict[str, int | None], feed: dict) -> dict[
     MAX_AXES, each MIN_SIZE..MAX_SIZE long."""
     from ..model import Model
     from .gptq import weight_readers
+    from .mixed import with_outputs
 
     readers = weight_readers(graph, names)
     producer = {o: n for n in graph.nodes for o in n.outputs}
@@ -115,12 +115,7 @@ def views(graph: Graph, names, axes: dict[str, int | None], feed: dict) -> dict[
                 flat[name] = (p.inputs[0], src)
     if not flat:
         return {}
-    g = copy.copy(graph)
-    have = {o.name for o in graph.outputs}
-    fed = set(feed)
-    want = sorted({v for pair in flat.values() for v in pair} - have - fed)
-    g.outputs = list(graph.outputs) + [ValueInfo(v) for v in want]
-    got = Model(g, "shapes").run(feed)
+    got = Model(with_outputs(graph, {v for pair in flat.values() for v in pair} - set(feed)), "shapes").run(feed)
     got.update(feed)
     found = {}
     for name, (mapped, src) in flat.items():

@@ -53,18 +53,17 @@ rules, for searches over levels.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from ..ir import Graph, Node, ValueInfo
+from ..ir import Graph, Node
 from ..ops.conv_geometry import conv_window
 from .bias_correction import mean_relative_rms_error
 from .encode import _PASS_THROUGH, Quantized, affine
-from .mixed import decoded, quantize_levels, with_weights
+from .mixed import decoded, quantize_levels, with_outputs, with_weights
 from .quantize import QuantParams, _rows, _unrows, dequantize
 
 SUPPORTED = ("Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul")
@@ -147,12 +146,7 @@ def layer_inputs(graph: Graph, names, feeds: list[dict], *, max_rows: int = MAX_
     from ..model import Model
 
     readers = weight_readers(graph, names)
-    wanted = {n.inputs[0] for _, users in readers.values() for n in users}
-    fed = {v.name for v in graph.inputs}
-    g = copy.copy(graph)
-    g.outputs = list(graph.outputs) + [ValueInfo(v) for v in sorted(wanted) if v not in fed
-                                       and v not in graph.initializers and v not in {o.name for o in graph.outputs}]
-    model = Model(g, "calibration")
+    model = Model(with_outputs(graph, {n.inputs[0] for _, users in readers.values() for n in users}), "calibration")
     rng = np.random.default_rng(seed)
     sums: dict[str, np.ndarray] = {}
     rows: dict[str, int] = {}

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ..format.codecs_quant import dequantize_coded
-from ..ir import Graph
+from ..ir import Graph, ValueInfo
 from .bias_correction import bias_correct, mean_relative_rms_error
 from .encode import Quantized, affine
 from .quantize import QuantParams, _rows, _unrows, dequantize
@@ -162,6 +162,15 @@ def with_weights(graph: Graph, weights: dict[str, np.ndarray]) -> Graph:
     g.initializers = {k: weights.get(k, v) for k, v in graph.initializers.items()}
     if any(n.subgraphs() for n in graph.nodes):
         g.nodes = [_node_with_weights(n, weights) for n in graph.nodes]
+    return g
+
+
+def with_outputs(graph: Graph, names) -> Graph:
+    """A copy of graph that also outputs the named values (those not already outputs, inputs or initializers),
+    in sorted order: how the quantizers look inside a model as it runs."""
+    have = {v.name for v in graph.outputs} | {v.name for v in graph.inputs} | set(graph.initializers)
+    g = copy.copy(graph)
+    g.outputs = list(graph.outputs) + [ValueInfo(v) for v in sorted(set(names) - have)]
     return g
 
 

@@ -421,7 +421,7 @@ def _transforms(graph: Graph, weights: dict, chosen: dict, feed: dict, bias_corr
 
     start = time.perf_counter()
     found = {}
-    for name, (view, candidates) in dct.views(graph, chosen, chosen, feed).items():
+    for name, (view, candidates) in dct.views(graph, chosen, feed).items():
         axes = dct.choose(weights[name], chosen[name], view, candidates, bias_correction)
         if axes is not None:
             found[name] = (view, axes)

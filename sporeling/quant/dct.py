@@ -89,18 +89,18 @@ def _channel_axis(shape: tuple[int, ...], axis: int, view: tuple[int, ...]) -> i
     return None
 
 
-def views(graph: Graph, names, axes: dict[str, int | None], feed: dict) -> dict[str, tuple[tuple[int, ...],
-                                                                                         list[tuple[int, ...]]]]:
-    """For each named 2-D weight that a Gemm/MatMul reads (as its right operand) from a Flatten, or a Reshape
-    to (batch, -1), of a map of rank 3 or more: (its view, the candidate axis sets). The map's shape comes from
-    one run of the model on `feed`; the view splits the weight's input axis into the map's dimensions
-    (batch left out) beside its output channels, and the candidates are the sets of those dimensions, up to
-    MAX_AXES, each MIN_SIZE..MAX_SIZE long."""
+def views(graph: Graph, axes: dict[str, int | None], feed: dict) -> dict[str, tuple[tuple[int, ...],
+                                                                                  list[tuple[int, ...]]]]:
+    """For each 2-D weight of `axes` (name -> its output channels' axis) that a Gemm/MatMul reads (as its right
+    operand) from a Flatten, or a Reshape to (batch, -1), of a map of rank 3 or more: (its view, the candidate
+    axis sets). The map's shape comes from one run of the model on `feed`; the view splits the weight's input
+    axis into the map's dimensions (batch left out) beside its output channels, and the candidates are the sets
+    of those dimensions, up to MAX_AXES, each MIN_SIZE..MAX_SIZE long."""
     from ..model import Model
     from .gptq import weight_readers
     from .mixed import with_outputs
 
-    readers = weight_readers(graph, names)
+    readers = weight_readers(graph, axes)
     producer = {o: n for n in graph.nodes for o in n.outputs}
     flat: dict[str, tuple[str, str]] = {}  # weight -> (the flattened map, the flat value)
     for name, (_, users) in readers.items():

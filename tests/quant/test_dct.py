@@ -140,7 +140,7 @@ def test_views_split_a_flattened_maps_positions_out_of_the_weights_inputs(reshap
     g = flatten_graph(smooth_maps(10, 3, 6, 5), 3, 6, 5, reshape=reshape, matmul=matmul)
     axes = channel_axes(g)
     feed = {"x": rng.standard_normal((1, 3, 6, 5)).astype(np.float32)}
-    found = dct.views(g, ["w"], axes, feed)
+    found = dct.views(g, {"w": axes["w"]}, feed)
     if matmul:  # (inputs, outputs): the map's dimensions come first
         assert found == {"w": ((3, 6, 5, 10), [(1,), (2,), (1, 2)])}
     else:

@@ -34,9 +34,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ..format.codecs_quant import MAX_RATIO
 from .bitpack import packed_size
-from .encode import Quantized, encode, scales_header
+from .encode import Quantized, encode, scales_header, too_tight_for_fse
 from .mixed import quantize_levels, quantize_step
 
 # about 4 levels per doubling up to 255 (2 above, where few tensors land): a step coarser saves a tensor ~0.3 bits
@@ -55,7 +54,7 @@ def coded_bytes(q: Quantized) -> float:
     """What the search predicts a quantized tensor's codes and per-channel scales take (FSE reaches the codes'
     entropy within about 1%), before the per-tensor overhead."""
     coded = entropy_bytes(q.codes)
-    if coded * MAX_RATIO < q.codes.size * 4:  # FSE would code tighter than the format allows: encode() packs them
+    if too_tight_for_fse(q.codes.size, coded):  # the file keeps these bit-packed
         coded = packed_size(q.codes.shape, q.params.bits)
     return coded + len(scales_header(q.params, q.codes)[0])
 
@@ -210,7 +209,7 @@ def _within(budget: float, at_price, predicted, stored, lo: float, hi: float) ->
     the entropy the prediction counts may undercount FSE's own overhead, the levels' coded size is measured
     (stored) and, where it is over, the bisection runs again against a budget lowered by the excess, until
     it fits or BUDGET_ROUNDS have run (or nothing smaller is left: the coarsest levels come back)."""
-    target, coded = budget, math.inf
+    target = budget
     for _ in range(BUDGET_ROUNDS):
         a, b = math.log(lo), math.log(hi)
         for _ in range(60):

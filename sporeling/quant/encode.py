@@ -218,6 +218,12 @@ def scales_header(params: QuantParams, codes: np.ndarray) -> tuple[bytes, dict]:
     return affine_header(*affine(params, codes)), {}
 
 
+def too_tight_for_fse(count: int, coded_bytes: float) -> bool:
+    """Whether `count` codes in `coded_bytes` would decode to more float32 bytes per stored byte than the
+    format lets a qfse tensor (MAX_RATIO): encode() then keeps them bit-packed."""
+    return count * 4 > MAX_RATIO * coded_bytes
+
+
 def encode(q: Quantized, entropy: bool = True) -> Encoded:
     """The smaller of the bit-packed and the FSE-coded form of q (FSE only if `entropy`)."""
     channels = int(np.atleast_1d(q.params.scale).size)
@@ -230,7 +236,6 @@ def encode(q: Quantized, entropy: bool = True) -> Encoded:
         from .fse import encode as fse_encode
 
         coded = head + fse_encode(q.codes.reshape(-1))
-        decoded_bytes = q.codes.size * 4
-        if len(coded) < len(best.payload) and decoded_bytes <= MAX_RATIO * len(coded):
+        if len(coded) < len(best.payload) and not too_tight_for_fse(q.codes.size, len(coded)):
             best = Encoded("qfse", coded, params)
     return best

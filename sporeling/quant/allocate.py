@@ -69,13 +69,15 @@ class Candidates:
     """For one tensor: error and coded size at every level of LEVEL_GRID."""
 
     def __init__(self, w: np.ndarray, axis: int | None, bias_correction: bool,
-                 rounder: Callable[[int], Quantized] | None = None, dct: tuple | None = None):
+                 rounder: Callable[[int], Quantized] | None = None, dct: tuple | None = None, window: int = 1):
         """rounder: how quantize() rounds at a level (GPTQ with calibration inputs; default to nearest).
         The table is always round-to-nearest's: its errors are the common unit the sensitivities are
         measured in, and its sizes hold for any rounding onto the same grid. dct: (view, axes) to round
-        the weight's DCT coefficients to nearest instead (quant/dct.py; not with a rounder)."""
+        the weight's DCT coefficients to nearest instead (quant/dct.py; not with a rounder). window: round each
+        run of that many weights keeping its sum (mixed.quantize_step; not with a rounder or dct)."""
         self.w, self.axis, self.bias_correction, self.rounder = w, axis, bias_correction, rounder
         self.dct = None if rounder is not None else dct
+        self.window = 1 if rounder is not None or self.dct is not None else window
         self._rounded: dict[int, Quantized] = {}
         self.table: list[tuple[int, float, float]] = []
         for levels in LEVEL_GRID:
@@ -102,7 +104,7 @@ class Candidates:
         wide as the weights need), or, for GPTQ (a rounder), quantize_levels' (max|w_c| / L, clipped):
         GPTQ moves each rounding's error onto the weights not yet rounded, and needs a bounded code range."""
         if self.rounder is None:
-            return quantize_step(self.w, levels, self.axis, self.bias_correction, self.dct)
+            return quantize_step(self.w, levels, self.axis, self.bias_correction, self.dct, self.window)
         return quantize_levels(self.w, levels, self.axis, self.bias_correction, clip=True)
 
     def quantize(self, levels: int) -> Quantized:

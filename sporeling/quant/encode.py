@@ -63,6 +63,26 @@ def channel_axes(graph: Graph) -> dict[str, int]:
     return axes
 
 
+def conv_windows(graph: Graph) -> dict[str, int]:
+    """Initializer name -> positions of one input channel's window (kh * kw), for the 2-D kernels of Conv and
+    FusedConv (O, I / group, kh, kw) that mix more than one input channel over more than one position: the
+    tensors rounding="sums" rounds keeping each kernel's sum (mixed.kept_sums). A depthwise kernel is left
+    out: bias correction keeps its one kernel's sum already, as its channel's mean."""
+    consumers = graph.consumers()
+    windows: dict[str, int] = {}
+    for n in graph.nodes:
+        for sg in n.subgraphs():
+            windows.update(conv_windows(sg))
+    for name, arr in graph.initializers.items():
+        users = consumers.get(name, [])
+        if np.ndim(arr) != 4 or not users or arr.shape[1] < 2 or arr.shape[2] * arr.shape[3] < 2:
+            continue
+        if all(u.op_type in ("Conv", "FusedConv") and u.inputs[1:2] == [name] and name not in u.inputs[2:]
+               for u in users):
+            windows[name] = int(arr.shape[2] * arr.shape[3])
+    return windows
+
+
 # Ops whose float initializers are arithmetic operands (weights, biases, slopes, normalization
 # parameters): rounding them to float16 moves the outputs by about as much as float16 rounding of the
 # operand, which the searches then measure. Any other reader (Resize scales, Pad values, Range bounds,

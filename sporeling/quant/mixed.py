@@ -60,7 +60,7 @@ MAX_ZERO = (1 << 15) - 1  # quantize_step's codes 0..2 * zero fit 16 bits; rarer
 
 
 def quantize_step(w: np.ndarray, levels: int, axis: int | None, bias_correction: bool = True,
-                  dct: tuple | None = None) -> Quantized:
+                  dct: tuple | None = None, window: int = 1) -> Quantized:
     """Symmetric quantization with a step proportional to each channel's RMS, the mixed search's grid:
     step_c = STEP_PEAK * rms_c / levels, codes not clipped to a range but as wide as the weights need
     (one zero code for the tensor, at most MAX_ZERO), left to the entropy coder.
@@ -76,7 +76,11 @@ def quantize_step(w: np.ndarray, levels: int, axis: int | None, bias_correction:
     grid (benchmarks/README.md).
 
     dct: (view, axes): quantize the weight's DCT coefficients instead (quant/dct.py); the error is the same
-    in both domains, since the transform is orthonormal within each channel."""
+    in both domains, since the transform is orthonormal within each channel.
+
+    window > 1: each run of `window` consecutive weights of a channel (one input channel's convolution kernel,
+    encode.conv_windows) is rounded keeping its sum (kept_sums), and no bias correction follows: its gain would
+    scale the kept sums away, and keeping every kernel's sum already keeps the channel's mean."""
     if dct is not None:
         from .dct import apply
 
@@ -86,8 +90,26 @@ def quantize_step(w: np.ndarray, levels: int, axis: int | None, bias_correction:
     rms = np.sqrt(np.einsum("ij,ij->i", rows, rows) / max(rows.shape[1], 1))
     scale = (STEP_PEAK * rms / levels).astype(np.float32)
     scale[~(scale >= np.finfo(np.float32).tiny) | ~np.isfinite(scale)] = 1.0
-    q = np.rint(rows / scale[:, None].astype(np.float64))
+    q = rows / scale[:, None].astype(np.float64)
+    if window > 1:
+        q, bias_correction = kept_sums(q.reshape(-1, window)).reshape(q.shape), False
+    else:
+        q = np.rint(q)
     return _symmetric(w, q, scale, int(min(MAX_ZERO, max(1, np.abs(q).max(initial=0)))), axis, bias_correction)
+
+
+def kept_sums(t: np.ndarray) -> np.ndarray:
+    """Each row of t rounded to integers whose sum is the nearest integer to the row's own sum: rounding to
+    nearest, then the entries nearest to rounding the other way go that way, one step each, until the sum is
+    met. A convolution kernel rounded so responds to a flat input (a uniform patch of one channel, common in
+    real images, absent from white noise) as the float kernel does, to half a step; each weight moves at most
+    one step past its nearest."""
+    r = np.rint(t)
+    frac = t - r
+    need = (np.rint(t.sum(axis=1)) - r.sum(axis=1))[:, None]
+    up = np.argsort(np.argsort(-frac, axis=1, kind="stable"), axis=1, kind="stable") < need
+    down = np.argsort(np.argsort(frac, axis=1, kind="stable"), axis=1, kind="stable") < -need
+    return r + up - down
 
 
 def _symmetric(w: np.ndarray, q: np.ndarray, scale: np.ndarray, zero: int, axis: int | None,

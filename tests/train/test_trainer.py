@@ -5,6 +5,7 @@ accumulation, checkpoints that resume bit-identically, transfer learning, mixed 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -44,12 +45,13 @@ def _export(module, x, training=False) -> sporeling.Graph:
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (torch.tensor(x),), f, input_names=["x"], output_names=["y"], dynamo=False,
                           do_constant_folding=False, training=mode, dynamic_axes={"x": {0: "n"}})
-    path = f.getvalue()
     import tempfile
 
-    with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as t:
-        t.write(path)
-    return load_onnx(t.name)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "net.onnx")
+        with open(path, "wb") as t:
+            t.write(f.getvalue())
+        return load_onnx(path)
 
 
 def _data(seed=0, n=16):

@@ -209,8 +209,10 @@ BUDGET_ROUNDS = 4  # bisections of the price within a size budget, each against 
 def _within(budget: float, at_price, predicted, stored, lo: float, hi: float) -> tuple[dict[str, int], float]:
     """The levels at the lowest price whose predicted size is within `budget`, and their coded size. Since
     the entropy the prediction counts may undercount FSE's own overhead, the levels' coded size is measured
-    (stored) and, where it is over, the bisection runs again against a budget lowered by the excess, until
-    it fits or BUDGET_ROUNDS have run (or nothing smaller is left: the coarsest levels come back)."""
+    (stored) and, where it is over, the bisection runs again against the levels' predicted size lowered by the
+    excess (so never the same levels again: lowering only the budget, which may sit well above the prediction,
+    can bisect back to them every round; a DCT-coded layer's coarse steps are big), until it fits or
+    BUDGET_ROUNDS have run (or nothing smaller is left: the coarsest levels come back)."""
     target = budget
     for _ in range(BUDGET_ROUNDS):
         a, b = math.log(lo), math.log(hi)
@@ -221,7 +223,7 @@ def _within(budget: float, at_price, predicted, stored, lo: float, hi: float) ->
         coded = stored(levels)
         if coded <= budget or predicted(levels) > target:  # fits, or nothing smaller to bisect to
             break
-        target -= coded - budget
+        target = predicted(levels) - (coded - budget)
     return levels, coded
 
 

@@ -105,7 +105,6 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     STREAM_SAMPLES random ones from a zero state). None (the default) finds it (judge.feedback_pairs: Silero's
     stateN -> state); {} judges every input on its own.
     plot: a .png of every allocation the search measured (size against output agreement)."""
-    from ..format import save_spore
     from ..model import load_graph
     from ..passes import optimize, recorded
     from ..tools import file_sha256
@@ -135,30 +134,75 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     provenance = {"source": os.path.basename(src), "source_sha256": file_sha256(src), "optimized": True,
                   "passes": recorded(log)}
     float_bytes = _float_size(graph, provenance)
-    summary: dict[str, Any] = {"method": method}
     if method == "fixed":
         quantized = {n: quantize_tensor(weights[n], bits, a, bias_correction=bias_correction)
                      for n, a in chosen.items()}
-        summary["bits"] = bits
+        summary: dict[str, Any] = {"method": method, "rounding": rounding, "bits": bits}
+        layers, halved, written = _write(graph, quantized, summary, provenance, dst, entropy,
+                                         bias_correction, per_tensor, say)
     else:
         # Bytes the quantized tensors do not decide: the graph, the float tensors, the file's framing.
         fixed_bytes = float_bytes - sum(weights[n].nbytes for n in chosen)
-        budget = None if target_size is None else target_size * MB - fixed_bytes
-        if budget is not None and budget <= 0:
+        if target_size is not None and target_size * MB <= fixed_bytes:
             raise SporelingError(f"compress: {target_size} MB cannot be met: the graph and the float tensors "
                                  f"alone take {fixed_bytes / MB:.3f} MB")
-        halves = half_candidates(graph, chosen)
-        quantized, summary, halves = _search(method, graph, weights, chosen, target_cosine, budget,
-                                             bias_correction, input_shapes or {}, inputs, samples, seed, feeds,
-                                             rounding, feedback, halves, say, distilled, dct)
-        if halves:  # stored as float16 below (encode_half), judged so by the search
-            from .mixed import with_weights
+        source, over = graph, 0
+        for attempt in range(SIZE_RETRIES + 1):
+            budget = None if target_size is None else target_size * MB - fixed_bytes - over
+            graph, weights = source, source.named_initializers()
+            halves = half_candidates(graph, chosen)
+            quantized, summary, halves = _search(method, graph, weights, chosen, target_cosine, budget,
+                                                 bias_correction, input_shapes or {}, inputs, samples, seed, feeds,
+                                                 rounding, feedback, halves, say, distilled, dct)
+            if halves:  # stored as float16 below (encode_half), judged so by the search
+                from .mixed import with_weights
 
-            graph = with_weights(graph, halves)
-            weights = graph.named_initializers()
-            fixed_bytes -= sum(w.nbytes // 2 for w in halves.values())
-        for p in summary.get("curve", []):
-            p["file_bytes"] = p["code_bytes"] + fixed_bytes
+                graph = with_weights(graph, halves)
+                weights = graph.named_initializers()
+            for p in summary.get("curve", []):
+                p["file_bytes"] = p["code_bytes"] + fixed_bytes - sum(w.nbytes // 2 for w in halves.values())
+            layers, halved, written = _write(graph, quantized, summary, provenance, dst, entropy,
+                                             bias_correction, per_tensor, say)
+            excess = 0 if target_size is None else written - int(target_size * MB)
+            if excess <= 0 or attempt == SIZE_RETRIES or sum(x["stored_bytes"] for x in layers) > budget:
+                break  # within the target; or the codes alone are over it: the search found nothing smaller
+            # the file's own overhead (each tensor's entry, FSE's tables, the settings) ran past the estimate
+            over += excess
+            say(f"  {excess} B over {target_size} MB: searching again with {over} B less for the codes")
+        if target_size is not None:
+            summary["within_target_size"] = excess <= 0
+            if excess > 0:
+                say(f"  the file is {excess} B over {target_size} MB: no allocation the search knows codes smaller")
+    report = {"source": src, "output": dst, **summary, "source_bytes": os.path.getsize(src),
+              "half_saved_bytes": halved, "float_bytes": float_bytes, "output_bytes": written,
+              "ratio": float_bytes / written, "layers": layers, "seconds": round(time.perf_counter() - start, 3)}
+    say(f"wrote {dst}: {human_bytes(written)}, {report['ratio']:.2f}x smaller than the float model "
+        f"({human_bytes(float_bytes)}); {sum(x['codec'] != 'raw' for x in layers)} of {len(weights)} tensors "
+        f"quantized")
+    if plot:
+        from .plot import plot_curve
+
+        plot_curve(report, plot)
+        say(f"wrote {plot}")
+    if check:
+        if method == "fixed" and (loose := symbolic_inputs(
+                [v for v in graph.inputs if v.name not in graph.initializers], input_shapes or {}, inputs)):
+            say(symbolic_note(loose))
+        report["cosine"] = output_cosines(graph, dst, input_shapes or {}, inputs)
+        say("output cosine to float: " + ", ".join(f"{k} {v:.5f}" for k, v in report["cosine"].items()))
+    return report
+
+
+SIZE_RETRIES = 2  # searches again, with the excess off the budget, when a --target-size file comes out over it
+
+
+def _write(graph, quantized: dict, summary: dict, provenance: dict, dst: str, entropy: bool, bias_correction: bool,
+           per_tensor: bool, say) -> tuple[list[dict], int, int]:
+    """Encodes the quantized tensors (and float16 ones where that is exact), says the per-layer table and
+    writes the file: (the layers' rows, bytes saved by float16, bytes written)."""
+    from ..format import save_spore
+
+    weights = graph.named_initializers()
     layers, encoded = [], {}
     for name, q in quantized.items():
         w = weights[name]
@@ -184,25 +228,7 @@ def compress(src: str | os.PathLike, dst: str | os.PathLike, *, method: str = "m
     settings = {k: v for k, v in summary.items() if k not in ("sensitivity", "curve")}
     provenance["compression"] = {**settings, "bias_correction": bias_correction, "entropy": entropy,
                                  "per_tensor": per_tensor}
-    written = save_spore(graph, dst, provenance=provenance, encoded=encoded)
-    report = {"source": src, "output": dst, **summary, "source_bytes": os.path.getsize(src),
-              "half_saved_bytes": halved, "float_bytes": float_bytes, "output_bytes": written,
-              "ratio": float_bytes / written, "layers": layers, "seconds": round(time.perf_counter() - start, 3)}
-    say(f"wrote {dst}: {human_bytes(written)}, {report['ratio']:.2f}x smaller than the float model "
-        f"({human_bytes(float_bytes)}); {sum(x['codec'] != 'raw' for x in layers)} of {len(weights)} tensors "
-        f"quantized")
-    if plot:
-        from .plot import plot_curve
-
-        plot_curve(report, plot)
-        say(f"wrote {plot}")
-    if check:
-        if method == "fixed" and (loose := symbolic_inputs(
-                [v for v in graph.inputs if v.name not in graph.initializers], input_shapes or {}, inputs)):
-            say(symbolic_note(loose))
-        report["cosine"] = output_cosines(graph, dst, input_shapes or {}, inputs)
-        say("output cosine to float: " + ", ".join(f"{k} {v:.5f}" for k, v in report["cosine"].items()))
-    return report
+    return layers, halved, save_spore(graph, dst, provenance=provenance, encoded=encoded)
 
 
 def _check_options(method: str, bits: int, target_cosine: float, target_size: float | None, plot: str | None,

@@ -26,7 +26,8 @@ default; "mixed seed=1000" another draw), and the averages pool every model and 
 The default mixed search judges a model that keeps BatchNormalization statistics and normalises nothing at run
 time on inputs distilled from them (PP-OCR det and cls), the others on random inputs. mixed-random and
 mixed-distill (only with --methods) judge on random inputs everywhere (compress's distill=False) and on distilled
-ones wherever the statistics are, PP-OCR rec too (distill=True).
+ones wherever the statistics are, PP-OCR rec too (distill=True). mixed-nearest (only with --methods) is the mixed
+search rounding every weight to nearest (--rounding nearest), as it did before kernel sums became the default.
 
 The bounds fit and fit-gptq (only with --methods) calibrate the mixed search on every input of a case and judge it
 on those alone, then evaluate it on the same inputs: what the search's quantizers reach when the judge is the
@@ -63,13 +64,14 @@ from common import versions as library_versions  # noqa: E402
 METHODS = {"fixed8": ("fixed", 8), "fixed6": ("fixed", 6), "fixed4": ("fixed", 4), "original": ("original", None),
            "mixed": ("mixed", None), "mixed-random": ("mixed", None), "mixed-distill": ("mixed", None),
            "mixed-calib": ("mixed", None), "mixed-calib-gptq": ("mixed", None), "fit": ("mixed", None),
-           "fit-gptq": ("mixed", None)}
+           "fit-gptq": ("mixed", None), "mixed-nearest": ("mixed", None)}
 # fit, fit-gptq: a bound, not a method, so not run unless asked (--methods): the mixed search calibrated on every
 # input of the case and judged on those alone (no random samples beside them, no held-out fold), then evaluated on
 # the same inputs. No search of this family judged on fewer or other inputs can expect a smaller file at the target.
 BOUNDS = ("fit", "fit-gptq")
 JUDGES = {"mixed-random": False, "mixed-distill": True}  # compress's distill= for these
-DEFAULT_METHODS = [m for m in METHODS if m not in BOUNDS + tuple(JUDGES)]
+ROUNDED = {"mixed-nearest": "nearest", "mixed-calib-gptq": "gptq", "fit-gptq": "gptq"}  # compress's rounding=
+DEFAULT_METHODS = [m for m in METHODS if m not in BOUNDS + tuple(JUDGES) + ("mixed-nearest",)]
 PEERS = ["ort", "zstd"]
 LABEL = 24  # the width of the method column: "mixed-distill seed=1000" fits
 TARGET_RATIO, TARGET_COSINE, TARGET_ACC_DROP = 7.0, 0.995, 0.01
@@ -153,7 +155,7 @@ def evaluate(case: ri.Case, outs, ref, size: int, float_bytes: int, source_bytes
 
 
 # the data-free searches: each seed of their random sample inputs (or of the distillation's start) is one draw
-SEEDED = ("mixed", "mixed-random", "mixed-distill", "original")
+SEEDED = ("mixed", "mixed-random", "mixed-distill", "mixed-nearest", "original")
 
 
 def seeded_label(method: str, seed: int) -> str:
@@ -190,8 +192,8 @@ def bench_model(name: str, methods: list[str], peers: list[str], quick: bool, tm
             # an integer scalar input is a setting, not data (silero's sample rate): it keeps its real value
             options["inputs"] = {k: v for k, v in first.items() if np.ndim(v) == 0 and np.asarray(v).dtype.kind in "iu"}
         try:
-            if m in ("mixed-calib-gptq", "fit-gptq"):
-                options["rounding"] = "gptq"
+            if m in ROUNDED:
+                options["rounding"] = ROUNDED[m]
             if m in BOUNDS:
                 options["samples"] = 0
             if m in JUDGES:
@@ -391,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(ri.TRAINED + ri.BENCH),
                     help=f"comma-separated subset of {','.join(ri.TRAINED + ri.BENCH)}")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                    help=f"subset of {','.join(METHODS)} (default: all but {', '.join(JUDGES)} and the bounds "
-                    f"{', '.join(BOUNDS)})")
+                    help=f"subset of {','.join(METHODS)} (default: all but {', '.join(JUDGES)}, mixed-nearest and the "
+                    f"bounds {', '.join(BOUNDS)})")
     ap.add_argument("--peers", default=",".join(PEERS), help="subset of ort,zstd (empty for none)")
     ap.add_argument("--quick", action="store_true", help="fewer inputs per model")
     ap.add_argument("--seeds", default="0,1000,2000",

@@ -126,11 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of those random inputs (default 0); where the search ends depends on the draw")
     p.add_argument("--rounding", choices=["nearest", "gptq", "sums"], default=None,
-                   help="how weights round to their levels (default nearest); gptq, with --calib, spreads each "
-                   "rounding error over the layer's other inputs as the calibration inputs and the random ones "
-                   "beside them weigh them, for smaller files at the same target; sums keeps each input "
-                   "channel's kernel sum in 2-D convolutions (their response to flat image regions, which "
-                   "random inputs never show): better outputs on real images, sometimes a larger file")
+                   help="how weights round to their levels (default: sums with --method mixed, else nearest); "
+                   "sums rounds to nearest but keeps each input channel's kernel sum in 2-D convolutions (their "
+                   "response to flat image regions, which random inputs never show): better outputs on real "
+                   "images at about the same size; nearest rounds every weight alone; gptq, with --calib, spreads "
+                   "each rounding error over the layer's other inputs as the calibration inputs and the random "
+                   "ones beside them weigh them, for smaller files at the same target")
     p.add_argument("--feedback", action="append", default=None, metavar="OUT=IN",
                    help="a recurrent model's state: output OUT is fed back into input IN, and the search judges "
                    "the model over a stream of inputs (--calib in its order, or "

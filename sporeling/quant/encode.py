@@ -65,9 +65,13 @@ def channel_axes(graph: Graph) -> dict[str, int]:
 
 def conv_windows(graph: Graph) -> dict[str, int]:
     """Initializer name -> positions of one input channel's window (kh * kw), for the 2-D kernels of Conv and
-    FusedConv (O, I / group, kh, kw) that mix more than one input channel over more than one position: the
-    tensors rounding="sums" rounds keeping each kernel's sum (mixed.kept_sums). A depthwise kernel is left
-    out: bias correction keeps its one kernel's sum already, as its channel's mean."""
+    FusedConv (O, I / group, kh, kw) that mix more than one input channel over a window at least 2 wide both
+    ways: the tensors rounding="sums" rounds keeping each kernel's sum (mixed.kept_sums). A depthwise kernel
+    is left out: bias correction keeps its one kernel's sum already, as its channel's mean. So is a 1 x k or
+    k x 1 kernel: a sequence's 1-D convolution in a 4-D layout (PP-OCR rec's 1 x 3 kernels over a map one row
+    high), which, like Silero's Conv1d, reads no flat patches and loses more to the sums than it gains (rec's
+    two such kernels rounded that way alone: 1 - cosine 4.8e-3 -> 5.7e-3 and 1.8e-3 -> 8.8e-3 on its
+    real inputs)."""
     consumers = graph.consumers()
     windows: dict[str, int] = {}
     for n in graph.nodes:
@@ -75,7 +79,7 @@ def conv_windows(graph: Graph) -> dict[str, int]:
             windows.update(conv_windows(sg))
     for name, arr in graph.initializers.items():
         users = consumers.get(name, [])
-        if np.ndim(arr) != 4 or not users or arr.shape[1] < 2 or arr.shape[2] * arr.shape[3] < 2:
+        if np.ndim(arr) != 4 or not users or arr.shape[1] < 2 or min(arr.shape[2], arr.shape[3]) < 2:
             continue
         if all(u.op_type in ("Conv", "FusedConv") and u.inputs[1:2] == [name] and name not in u.inputs[2:]
                for u in users):

@@ -68,6 +68,19 @@ def test_conv_windows_are_the_2d_kernels_that_mix_input_channels():
     assert conv_windows(conv_graph()) == {"k3": 9}  # not depthwise, 1x1, a bias or a dense weight
 
 
+def test_conv_windows_leave_out_one_row_or_one_column_kernels():
+    # a 1 x 3 or 3 x 1 kernel is a sequence's 1-D convolution in a 4-D layout: no flat patches to keep
+    inits = {"row": (rng.standard_normal((8, 4, 1, 3)) * 0.3).astype(np.float32),
+             "col": (rng.standard_normal((8, 8, 3, 1)) * 0.3).astype(np.float32),
+             "both": (rng.standard_normal((8, 8, 2, 2)) * 0.3).astype(np.float32)}
+    nodes = [Node("Conv", ["x", "row"], ["a"], {"kernel_shape": [1, 3]}),
+             Node("Conv", ["a", "col"], ["b"], {"kernel_shape": [3, 1]}),
+             Node("Conv", ["b", "both"], ["y"], {"kernel_shape": [2, 2]})]
+    g = Graph(nodes, [ValueInfo("x", np.dtype(np.float32), (1, 4, 6, 6))],
+              [ValueInfo("y", np.dtype(np.float32), (1, 8, 3, 3))], inits, opsets={"": 17})
+    assert conv_windows(g) == {"both": 4}
+
+
 def test_compress_with_sums_keeps_the_kernel_sums_in_the_file_and_it_runs(tmp_path):
     g = conv_graph()
     save_spore(g, tmp_path / "float.spore")
@@ -90,3 +103,15 @@ def test_sums_is_refused_outside_the_mixed_search(tmp_path, method):
     save_spore(conv_graph(), tmp_path / "float.spore")
     with pytest.raises(SporelingError, match="sums --method mixed"):
         compress(tmp_path / "float.spore", tmp_path / "q.spore", verbose=False, method=method, rounding="sums")
+
+
+def test_sums_is_the_mixed_searchs_default_and_nearest_the_others(tmp_path):
+    save_spore(conv_graph(), tmp_path / "float.spore")
+    mixed = compress(tmp_path / "float.spore", tmp_path / "m.spore", verbose=False, min_size=16)
+    assert mixed["rounding"] == "sums" and mixed["kernel_sums"] == ["k3"]
+    near = compress(tmp_path / "float.spore", tmp_path / "n.spore", verbose=False, min_size=16, rounding="nearest")
+    assert near["rounding"] == "nearest" and "kernel_sums" not in near
+    for method in ("fixed", "original"):
+        other = compress(tmp_path / "float.spore", tmp_path / f"{method}.spore", verbose=False, min_size=16,
+                         method=method)
+        assert other["rounding"] == "nearest" and "kernel_sums" not in other

@@ -356,7 +356,7 @@ def _search(method: str, graph: Graph, weights: dict[str, np.ndarray], chosen: d
                                  bias_correction, say) if dct else {}
         if transforms:
             summary["dct"] = {n: {"view": list(v), "axes": list(a)} for n, (v, a) in transforms.items()}
-        windows = {n: k for n, k in conv_windows(graph).items() if n in chosen and chosen[n] == 0} \
+        windows = {n: k for n, k in conv_windows(graph, feeds[0]).items() if n in chosen and chosen[n] == 0} \
             if rounding == "sums" else {}
         if windows:
             summary["kernel_sums"] = sorted(windows)

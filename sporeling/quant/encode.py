@@ -44,10 +44,7 @@ def channel_axes(graph: Graph) -> dict[str, int]:
         for sg in n.subgraphs():
             axes.update(channel_axes(sg))
     for name, arr in graph.initializers.items():
-        value, users = name, consumers.get(name, [])
-        while len(users) == 1 and users[0].op_type in _PASS_THROUGH:
-            value = users[0].outputs[0]
-            users = consumers.get(value, [])
+        value, users = read_through(name, consumers)
         axis = 0
         for n in users:
             if value not in n.inputs:  # read inside one of the node's bodies, from the outer scope
@@ -63,27 +60,54 @@ def channel_axes(graph: Graph) -> dict[str, int]:
     return axes
 
 
-def conv_windows(graph: Graph) -> dict[str, int]:
+def read_through(name: str, consumers: dict) -> tuple[str, list]:
+    """The value an initializer reaches through a chain of single Cast / DequantizeLinear / Identity readers
+    (a float16 weight's Cast, a dequantized one), and that value's readers (graph.consumers())."""
+    value, users = name, consumers.get(name, [])
+    while len(users) == 1 and users[0].op_type in _PASS_THROUGH:
+        value = users[0].outputs[0]
+        users = consumers.get(value, [])
+    return value, users
+
+
+def conv_windows(graph: Graph, feed: dict | None = None) -> dict[str, int]:
     """Initializer name -> positions of one input channel's window (kh * kw), for the 2-D kernels of Conv and
-    FusedConv (O, I / group, kh, kw) that mix more than one input channel over a window at least 2 wide both
-    ways: the tensors rounding="sums" rounds keeping each kernel's sum (mixed.kept_sums). A depthwise kernel
-    is left out: bias correction keeps its one kernel's sum already, as its channel's mean. So is a 1 x k or
-    k x 1 kernel: a sequence's 1-D convolution in a 4-D layout (PP-OCR rec's 1 x 3 kernels over a map one row
-    high), which, like Silero's Conv1d, reads no flat patches and loses more to the sums than it gains (rec's
-    two such kernels rounded that way alone: 1 - cosine 4.8e-3 -> 5.7e-3 and 1.8e-3 -> 8.8e-3 on its
-    real inputs)."""
+    FusedConv (O, I / group, kh, kw; read directly or through a Cast or DequantizeLinear) that mix more than one
+    input channel over a window at least 2 wide both ways and, with `feed` (one run of the model on it), slide
+    over a map at least 2 outputs wide both ways: the tensors rounding="sums" rounds keeping each kernel's sum
+    (mixed.kept_sums), its response to a flat patch. Left out:
+    - a depthwise kernel: bias correction keeps its one kernel's sum already, as its channel's mean;
+    - a 1 x k or k x 1 kernel, a sequence's 1-D convolution in a 4-D layout (PP-OCR rec's 1 x 3 kernels over a
+      map one row high), which, like Silero's Conv1d, reads no flat patches and loses more to the sums than it
+      gains (rec's two such kernels rounded that way alone: 1 - cosine 4.8e-3 -> 5.7e-3 and 1.8e-3 -> 8.8e-3
+      on its real inputs);
+    - a kernel as large as its map, which is a dense layer (MediaPipe face landmark's 1404 x 32 x 3 x 3 head
+      over a 3 x 3 map: with the sums its file grew 13%, 5.12x -> 4.51x, and the landmarks moved 6.5 px, not
+      4.9).
+    If/Loop/Scan bodies' kernels are judged by the first two rules alone."""
     consumers = graph.consumers()
     windows: dict[str, int] = {}
     for n in graph.nodes:
         for sg in n.subgraphs():
             windows.update(conv_windows(sg))
+    found: dict[str, list] = {}
     for name, arr in graph.initializers.items():
-        users = consumers.get(name, [])
-        if np.ndim(arr) != 4 or not users or arr.shape[1] < 2 or min(arr.shape[2], arr.shape[3]) < 2:
+        if np.ndim(arr) != 4 or arr.shape[1] < 2 or min(arr.shape[2], arr.shape[3]) < 2:
             continue
-        if all(u.op_type in ("Conv", "FusedConv") and u.inputs[1:2] == [name] and name not in u.inputs[2:]
-               for u in users):
-            windows[name] = int(arr.shape[2] * arr.shape[3])
+        value, users = read_through(name, consumers)
+        if users and all(u.op_type in ("Conv", "FusedConv") and u.inputs[1:2] == [value] and value not in u.inputs[2:]
+                         for u in users):
+            found[name] = users
+    if feed is not None and found:
+        from ..model import Model
+        from .mixed import with_outputs
+
+        outputs = {u.outputs[0] for users in found.values() for u in users}
+        got = Model(with_outputs(graph, outputs - set(feed)), "map sizes").run(feed)
+        found = {name: users for name, users in found.items()
+                 if all(min(np.shape(got[u.outputs[0]])[2:], default=0) >= 2 for u in users)}
+    windows.update({name: int(graph.initializers[name].shape[2] * graph.initializers[name].shape[3])
+                    for name in found})
     return windows
 
 

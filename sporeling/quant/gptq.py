@@ -62,7 +62,7 @@ import numpy as np
 from ..ir import Graph, Node
 from ..ops.conv_geometry import conv_window
 from .bias_correction import mean_relative_rms_error
-from .encode import _PASS_THROUGH, Quantized, affine
+from .encode import Quantized, affine, read_through
 from .mixed import decoded, quantize_levels, with_outputs, with_weights
 from .quantize import QuantParams, _rows, _unrows, dequantize
 
@@ -88,10 +88,7 @@ def weight_readers(graph: Graph, names) -> dict[str, tuple[str, list[Node]]]:
     consumers = graph.consumers()
     found = {}
     for name in names:
-        value, users = name, consumers.get(name, [])
-        while len(users) == 1 and users[0].op_type in _PASS_THROUGH:
-            value = users[0].outputs[0]
-            users = consumers.get(value, [])
+        value, users = read_through(name, consumers)
         w = graph.initializers.get(name)
         ok = w is not None and bool(users) and all(
             n.op_type in SUPPORTED and len(n.inputs) > 1 and n.inputs[1] == value and n.inputs[0] != value

@@ -81,6 +81,19 @@ def test_conv_windows_leave_out_one_row_or_one_column_kernels():
     assert conv_windows(g) == {"both": 4}
 
 
+def test_conv_windows_take_float16_kernels_and_leave_out_a_kernel_as_large_as_its_map():
+    # "half" is a float16 kernel read through a Cast (MediaPipe's); "head" covers its whole 3 x 3 map: a dense layer
+    inits = {"half": (rng.standard_normal((8, 4, 3, 3)) * 0.3).astype(np.float16),
+             "head": (rng.standard_normal((10, 8, 3, 3)) * 0.3).astype(np.float32)}
+    nodes = [Node("Cast", ["half"], ["half32"], {"to": 1}),
+             Node("Conv", ["x", "half32"], ["a"], {"kernel_shape": [3, 3], "strides": [2, 2]}),
+             Node("Conv", ["a", "head"], ["y"], {"kernel_shape": [3, 3]})]
+    g = Graph(nodes, [ValueInfo("x", np.dtype(np.float32), (1, 4, 7, 7))],
+              [ValueInfo("y", np.dtype(np.float32), (1, 10, 1, 1))], inits, opsets={"": 17})
+    assert conv_windows(g) == {"half": 9, "head": 9}  # without a run, the map sizes are unknown
+    assert conv_windows(g, {"x": rng.standard_normal((1, 4, 7, 7)).astype(np.float32)}) == {"half": 9}
+
+
 def test_compress_with_sums_keeps_the_kernel_sums_in_the_file_and_it_runs(tmp_path):
     g = conv_graph()
     save_spore(g, tmp_path / "float.spore")

@@ -47,7 +47,7 @@ LEVEL_GRID = (1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 15, 19, 23, 27, 31, 39, 47, 55, 63
 # A DCT-coded layer's candidates (dct.py) go on between 1 and 2 levels at the same 4 per doubling: most of its
 # coefficients round to zero there already, and from 2 levels to 1 its codes shrink 3x (Fashion-MNIST's classifier:
 # 0.99 -> 0.30 bits a weight), a gap the search could only stop before. Not for the weights' own grid: given those
-# levels too, MediaPipe face landmark's search ended 6-19% larger at every seed (its additive model misjudges
+# levels too, MediaPipe face landmark's search ended 4-19% larger at every seed (its additive model misjudges
 # tensors that coarse), and no other model's file changed.
 DCT_LEVELS = (1.19, 1.41, 1.68)
 PROBE_LADDER = (31, 127, 1023)

@@ -196,8 +196,8 @@ def if_graph() -> Graph:
     def branch(name: str, scale: float) -> Graph:
         w = (rng.standard_normal((64, 48)) * scale).astype(np.float32)
         b = (rng.standard_normal(48) * 0.1).astype(np.float32)
-        return Graph([Node("MatMul", ["x", name], [f"m_{name}"]), Node("Add", [f"m_{name}", f"b{name}"], [f"y_{name}"])],
-                     [], [ValueInfo(f"y_{name}", np.dtype(np.float32), (2, 48))], {name: w, f"b{name}": b})
+        nodes = [Node("MatMul", ["x", name], [f"m_{name}"]), Node("Add", [f"m_{name}", f"b{name}"], [f"y_{name}"])]
+        return Graph(nodes, [], [ValueInfo(f"y_{name}", np.dtype(np.float32), (2, 48))], {name: w, f"b{name}": b})
 
     return Graph([Node("If", ["cond"], ["y"], {"then_branch": branch("wt", 1.0), "else_branch": branch("we", 0.5)})],
                  [ValueInfo("x", np.dtype(np.float32), (2, 64)), ValueInfo("cond", np.dtype(np.bool_), ())],

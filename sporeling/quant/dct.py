@@ -96,9 +96,8 @@ def views(graph: Graph, axes: dict[str, int | None], feed: dict) -> dict[str, tu
     axis sets). The map's shape comes from one run of the model on `feed`; the view splits the weight's input
     axis into the map's dimensions (batch left out) beside its output channels, and the candidates are the sets
     of those dimensions, up to MAX_AXES, each MIN_SIZE..MAX_SIZE long."""
-    from ..model import Model
     from .gptq import weight_readers
-    from .mixed import with_outputs
+    from .mixed import inner_values
 
     readers = weight_readers(graph, axes)
     producer = {o: n for n in graph.nodes for o in n.outputs}
@@ -115,8 +114,7 @@ def views(graph: Graph, axes: dict[str, int | None], feed: dict) -> dict[str, tu
                 flat[name] = (p.inputs[0], src)
     if not flat:
         return {}
-    got = Model(with_outputs(graph, {v for pair in flat.values() for v in pair} - set(feed)), "shapes").run(feed)
-    got.update(feed)
+    got = inner_values(graph, {v for pair in flat.values() for v in pair}, feed)
     found = {}
     for name, (mapped, src) in flat.items():
         m, f = np.shape(got[mapped]), np.shape(got[src])

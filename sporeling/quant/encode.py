@@ -99,11 +99,9 @@ def conv_windows(graph: Graph, feed: dict | None = None) -> dict[str, int]:
                          for u in users):
             found[name] = users
     if feed is not None and found:
-        from ..model import Model
-        from .mixed import with_outputs
+        from .mixed import inner_values
 
-        outputs = {u.outputs[0] for users in found.values() for u in users}
-        got = Model(with_outputs(graph, outputs - set(feed)), "map sizes").run(feed)
+        got = inner_values(graph, {u.outputs[0] for users in found.values() for u in users}, feed)
         found = {name: users for name, users in found.items()
                  if all(min(np.shape(got[u.outputs[0]])[2:], default=0) >= 2 for u in users)}
     windows.update({name: int(graph.initializers[name].shape[2] * graph.initializers[name].shape[3])

@@ -196,6 +196,14 @@ def with_outputs(graph: Graph, names) -> Graph:
     return g
 
 
+def inner_values(graph: Graph, names, feed: dict) -> dict:
+    """The values of one run of graph on feed, the named inner ones included, and the feed's own: what the
+    quantizers read of a map's shape before they choose how to round (dct.views, encode.conv_windows)."""
+    from ..model import Model
+
+    return {**Model(with_outputs(graph, set(names) - set(feed)), "inner values").run(feed), **feed}
+
+
 def _node_with_weights(node, weights: dict[str, np.ndarray]):
     subs = node.subgraphs()
     if not subs or not any(_holds(sg, weights) for sg in subs):
